@@ -1,0 +1,68 @@
+# vicourse: `make book` builds the website, `make test` runs every check CI runs.
+# Both create .venv and install the pinned set (constraints.txt) on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+CHAPTER_SOURCES := $(wildcard book/chapters/*.md)
+NOTEBOOKS := $(wildcard book/chapters/*.ipynb)
+
+export MPLBACKEND := Agg
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONHASHSEED := 0
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: install book test lint unit pairs notebooks book-strict execute sync bench constraints clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade -c constraints.txt pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[book,test]"
+	@# TensorFlow's C++ start-up logs bypass Python and would land in stored notebook outputs;
+	@# kernels started from this venv leave fd-level output on the terminal instead.
+	mkdir -p $(VENV)/etc/ipython
+	echo 'c.IPKernelApp.capture_fd_output = False' > $(VENV)/etc/ipython/ipython_kernel_config.py
+	touch $@
+
+book: $(INSTALLED)
+	$(BIN)/jupyter-book build .
+	@echo "The website is at file://$(CURDIR)/_build/html/index.html"
+
+test: lint pairs unit notebooks book-strict
+	@echo "make test: all checks passed."
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check vicourse tests scripts benchmarks
+
+pairs: $(INSTALLED)
+	$(BIN)/python scripts/check_pairs.py book/chapters
+
+unit: $(INSTALLED)
+	$(BIN)/pytest tests
+
+notebooks: $(INSTALLED)
+	$(BIN)/pytest --nbval-lax -p no:cacheprovider $(NOTEBOOKS)
+
+book-strict: $(INSTALLED)
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
+	@echo "The website is at file://$(CURDIR)/_build/html/index.html"
+
+sync: $(INSTALLED)
+	$(BIN)/jupytext --sync $(CHAPTER_SOURCES)
+
+execute: sync
+	$(BIN)/python scripts/execute_notebooks.py $(NOTEBOOKS)
+
+bench: $(INSTALLED)
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+constraints: $(INSTALLED)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^vicourse' > constraints.tmp
+	{ head -n 2 constraints.txt; cat constraints.tmp; echo "pip==$$($(BIN)/pip --version | cut -d' ' -f2)"; } > constraints.new
+	rm constraints.tmp && mv constraints.new constraints.txt
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache
