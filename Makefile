@@ -47,7 +47,7 @@ notebooks: $(INSTALLED)
 	$(BIN)/pytest --nbval-lax -p no:cacheprovider $(NOTEBOOKS)
 
 book-strict: $(INSTALLED)
-	$(BIN)/jupyter-book build . --all -W -n --keep-going
+	$(BIN)/jupyter-book build . --all -W --keep-going
 	@echo "The website is at file://$(CURDIR)/_build/html/index.html"
 
 sync: $(INSTALLED)

@@ -26,7 +26,8 @@ def test_check_environment_names_missing_package_and_fix(monkeypatch):
         return real_import(name, *args)
 
     monkeypatch.setattr(runtime.importlib, "import_module", fake_import)
-    with pytest.raises(runtime.MissingDependencyError, match=r'`tf-keras`.*pip install "tf-keras>=2.16"'):
+    message = r'`tf-keras`.*pip install "tf-keras>=2.16"'
+    with pytest.raises(runtime.MissingDependencyError, match=message):
         runtime.check_environment()
 
 

@@ -9,7 +9,8 @@ how the naive fix, importance sampling, behaves with good and bad proposals.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
