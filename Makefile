@@ -35,7 +35,7 @@ test: lint pairs unit notebooks book-strict
 	@echo "make test: all checks passed."
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check vicourse tests scripts benchmarks
+	$(BIN)/ruff check .
 
 pairs: $(INSTALLED)
 	$(BIN)/python scripts/check_pairs.py book/chapters
