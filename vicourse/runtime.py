@@ -82,8 +82,10 @@ def describe() -> str:
     check_environment()
     versions = " | ".join(
         [f"Python {platform.python_version()}"]
-        + [f"{dist} {_version(dist)}" for dist in ("tensorflow", "tensorflow-probability",
-                                                   "tf-keras")]
+        + [
+            f"{dist} {_version(dist)}"
+            for dist in ("tensorflow", "tensorflow-probability", "tf-keras")
+        ]
     )
     devices = _devices()
     gpu = "yes" if any("GPU" in d for d in devices) else "no (CPU only)"

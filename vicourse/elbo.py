@@ -1,0 +1,239 @@
+r"""The evidence lower bound (ELBO), estimated by Monte Carlo, and its named terms.
+
+Chapter 3 (:doc:`/book/chapters/03_elbo`) derives the ELBO three ways and checks each
+identity with these functions:
+
+.. math::
+
+    \log p(x) = \mathrm{ELBO}(q) + \mathrm{KL}(q\,\|\,p(z \mid x)), \qquad
+    \mathrm{ELBO}(q) = \mathbb E_q[\log p(x, z)] + H[q]
+    = \mathbb E_q[\log p(x \mid z)] - \mathrm{KL}(q\,\|\,p(z)).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from vicourse._seed import sanitize_seed
+from vicourse._validation import check_positive_int
+from vicourse.kl import kl_divergence
+
+tfd = tfp.distributions
+
+__all__ = ["ELBOEstimate", "ELBOTerms", "elbo", "elbo_terms"]
+
+
+class ELBOEstimate(NamedTuple):
+    """Result of :func:`elbo`."""
+
+    value: tf.Tensor
+    """Monte Carlo estimate of the ELBO."""
+    stderr: tf.Tensor
+    """Its standard error, :math:`\\mathrm{sd}/\\sqrt S` of the per-sample terms."""
+
+
+class ELBOTerms(NamedTuple):
+    """Result of :func:`elbo_terms`: the pieces of the ELBO, each a tensor."""
+
+    expected_log_joint: tf.Tensor
+    r""":math:`\mathbb E_q[\log p(x, z)]`, Monte Carlo."""
+    entropy: tf.Tensor
+    r""":math:`H[q] = -\mathbb E_q[\log q(z)]`, analytic where TFP has it."""
+    expected_log_likelihood: tf.Tensor
+    r""":math:`\mathbb E_q[\log p(x \mid z)]`, Monte Carlo (the data fit)."""
+    kl_to_prior: tf.Tensor
+    r""":math:`\mathrm{KL}(q\,\|\,p(z))`, analytic where TFP has it (the complexity penalty)."""
+    elbo: tf.Tensor
+    r""":math:`\mathbb E_q[\log p(x \mid z)] - \mathrm{KL}(q\,\|\,p(z))`."""
+    stderr: tf.Tensor
+    r"""Monte Carlo standard error of ``elbo`` (and of ``expected_log_likelihood``)."""
+    kl_to_posterior: tf.Tensor | None
+    r""":math:`\log p(x) - \mathrm{ELBO}`, when ``log_evidence`` was given; else ``None``."""
+
+
+def _check_common(q, num_samples, name="q"):
+    if not isinstance(q, tfd.Distribution):
+        raise TypeError(
+            f"`{name}` must be a tfp.distributions.Distribution, got {type(q).__name__}."
+        )
+    num_samples = check_positive_int(num_samples, "num_samples")
+    if num_samples < 2:
+        raise ValueError("`num_samples` must be at least 2 to estimate a standard error.")
+    if q.reparameterization_type != tfd.FULLY_REPARAMETERIZED:
+        warnings.warn(
+            f"`{name}` ({type(q).__name__}) is not reparameterized: the ELBO value is right, "
+            "but its gradient ignores how the samples move with q's parameters. Use a "
+            "score-function estimator for such q (chapter 7).",
+            stacklevel=3,
+        )
+    return num_samples
+
+
+def _mean_and_stderr(values):
+    num = tf.cast(tf.shape(values)[0], values.dtype)
+    mean = tf.reduce_mean(values, axis=0)
+    stderr = tf.math.reduce_std(values, axis=0) * tf.sqrt(num / (num - 1.0)) / tf.sqrt(num)
+    return mean, stderr
+
+
+def _call(fn, z, name, num_samples):
+    if not callable(fn):
+        raise TypeError(f"`{name}` must be callable (z -> log-density), got {type(fn)}.")
+    value = tf.convert_to_tensor(fn(z))
+    if value.shape.rank is not None and (value.shape.rank == 0 or value.shape[0] != num_samples):
+        raise ValueError(
+            f"`{name}` must return one value per sample (leading axis {num_samples}), got "
+            f"shape {value.shape.as_list()}. Sum over data points and event axes inside it."
+        )
+    return value
+
+
+def elbo(
+    log_joint_fn: Callable[[tf.Tensor], tf.Tensor],
+    q: tfd.Distribution,
+    num_samples: int,
+    seed,
+) -> ELBOEstimate:
+    r"""Monte Carlo estimate of the ELBO, :math:`\mathbb E_q[\log p(x, z) - \log q(z)]`.
+
+    .. math::
+
+        \widehat{\mathrm{ELBO}} = \frac1S \sum_{s=1}^S \big(\log p(x, z_s) - \log q(z_s)\big),
+        \qquad z_s \sim q.
+
+    It is unbiased for the ELBO, which is at most :math:`\log p(x)`
+    :cite:p:`blei2017variational`. When ``q`` is reparameterized (TFP's normal families
+    are), the samples are differentiable functions of ``q``'s parameters, so
+    ``tf.GradientTape`` gives unbiased ELBO gradients :cite:p:`kingma2014autoencoding`.
+
+    Parameters
+    ----------
+    log_joint_fn : callable
+        Maps latent samples ``z`` of shape ``[S, *event]`` to :math:`\log p(x, z)`, shape
+        ``[S, *batch]``.
+    q : tfp.distributions.Distribution
+        The variational distribution.
+    num_samples : int
+        Monte Carlo draws :math:`S \ge 2`.
+    seed : int or Tensor of shape [2]
+        Stateless seed; the same seed gives the same estimate.
+
+    Returns
+    -------
+    ELBOEstimate
+        ``(value, stderr)``.
+
+    Raises
+    ------
+    TypeError
+        If ``q`` is not a distribution or ``log_joint_fn`` is not callable.
+    ValueError
+        If ``num_samples < 2`` or ``log_joint_fn`` returns the wrong shape.
+
+    Warns
+    -----
+    UserWarning
+        If ``q`` is not reparameterized, so gradients through the estimate are biased.
+
+    Notes
+    -----
+    Taught in :doc:`/book/chapters/03_elbo`.
+    """
+    num_samples = _check_common(q, num_samples)
+    z = q.sample(num_samples, seed=sanitize_seed(seed))
+    log_joint = _call(log_joint_fn, z, "log_joint_fn", num_samples)
+    return ELBOEstimate(*_mean_and_stderr(log_joint - q.log_prob(z)))
+
+
+def _entropy(q, z):
+    try:
+        return q.entropy()
+    except NotImplementedError:
+        return -tf.reduce_mean(q.log_prob(z), axis=0)
+
+
+def elbo_terms(
+    log_likelihood_fn: Callable[[tf.Tensor], tf.Tensor],
+    prior: tfd.Distribution,
+    q: tfd.Distribution,
+    num_samples: int,
+    seed,
+    log_evidence=None,
+) -> ELBOTerms:
+    r"""The ELBO and its named terms, from one set of samples.
+
+    With :math:`z_s \sim q`,
+
+    .. math::
+
+        \mathrm{ELBO}(q)
+        &= \underbrace{\mathbb E_q[\log p(x \mid z)]}_{\text{expected log-likelihood}}
+         - \underbrace{\mathrm{KL}(q\,\|\,p(z))}_{\text{KL to the prior}} \\
+        &= \underbrace{\mathbb E_q[\log p(x, z)]}_{\text{expected log joint}}
+         + \underbrace{H[q]}_{\text{entropy}}
+         = \log p(x) - \mathrm{KL}(q\,\|\,p(z \mid x)).
+
+    The expectations of the likelihood and the joint use the same samples; the entropy and
+    the KL to the prior are analytic when TFP has them. So the two decompositions agree up
+    to the Monte Carlo error of :math:`\mathbb E_q[\log p(z)]` alone, and exactly when
+    ``q`` equals the prior. ``elbo`` uses the first form, whose only Monte Carlo term is
+    the expected log-likelihood.
+
+    Parameters
+    ----------
+    log_likelihood_fn : callable
+        Maps ``z`` of shape ``[S, *event]`` to :math:`\log p(x \mid z)`, shape ``[S, ...]``.
+    prior : tfp.distributions.Distribution
+        The prior :math:`p(z)`, with the same event shape and dtype as ``q``.
+    q : tfp.distributions.Distribution
+        The variational distribution.
+    num_samples : int
+        Monte Carlo draws :math:`S \ge 2`.
+    seed : int or Tensor of shape [2]
+        Stateless seed.
+    log_evidence : array_like, optional
+        The exact :math:`\log p(x)`, when known; then ``kl_to_posterior`` is returned.
+
+    Returns
+    -------
+    ELBOTerms
+        The named terms; ``kl_to_posterior`` is ``None`` without ``log_evidence``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`elbo`, and if ``prior`` and ``q`` differ in event shape or dtype.
+
+    Notes
+    -----
+    Taught in :doc:`/book/chapters/03_elbo`.
+    """
+    num_samples = _check_common(q, num_samples)
+    if not isinstance(prior, tfd.Distribution):
+        raise TypeError(
+            f"`prior` must be a tfp.distributions.Distribution, got {type(prior).__name__}."
+        )
+    kl_seed, sample_seed = tfp.random.split_seed(sanitize_seed(seed))
+    kl_prior = kl_divergence(q, prior, num_samples=num_samples, seed=kl_seed).value
+    z = q.sample(num_samples, seed=sample_seed)
+    log_like = _call(log_likelihood_fn, z, "log_likelihood_fn", num_samples)
+    expected_log_like, stderr = _mean_and_stderr(log_like)
+    expected_log_joint = tf.reduce_mean(log_like + prior.log_prob(z), axis=0)
+    value = expected_log_like - kl_prior
+    kl_post = None
+    if log_evidence is not None:
+        kl_post = tf.cast(log_evidence, value.dtype) - value
+    return ELBOTerms(
+        expected_log_joint=expected_log_joint,
+        entropy=_entropy(q, z),
+        expected_log_likelihood=expected_log_like,
+        kl_to_prior=kl_prior,
+        elbo=value,
+        stderr=stderr,
+        kl_to_posterior=kl_post,
+    )
