@@ -7,7 +7,16 @@ from vicourse.runtime import check_environment
 
 check_environment()
 
-from vicourse import evidence, kl, runtime  # noqa: E402
+from vicourse import cavi, evidence, kl, runtime  # noqa: E402
+from vicourse.cavi import (  # noqa: E402
+    GMMFit,
+    NormalGammaFit,
+    NormalGammaPrior,
+    fit_gmm,
+    fit_normal_gamma,
+    mean_field_gaussian,
+    normal_gamma_posterior,
+)
 from vicourse.elbo import ELBOEstimate, ELBOTerms, elbo, elbo_terms  # noqa: E402
 from vicourse.evidence import (  # noqa: E402
     ImportanceEstimate,
@@ -27,6 +36,14 @@ from vicourse.kl import (  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "GMMFit",
+    "NormalGammaFit",
+    "NormalGammaPrior",
+    "cavi",
+    "fit_gmm",
+    "fit_normal_gamma",
+    "mean_field_gaussian",
+    "normal_gamma_posterior",
     "ELBOEstimate",
     "ELBOTerms",
     "GaussianFit",
