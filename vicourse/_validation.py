@@ -11,9 +11,13 @@ import numbers
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 __all__ = [
     "as_float_tensor",
+    "as_points",
+    "check_distribution",
+    "mean_and_stderr",
     "check_finite",
     "check_positive",
     "check_positive_int",
@@ -108,3 +112,36 @@ def check_positive_int(value, name: str) -> int:
     if value < 1:
         raise ValueError(f"`{name}` must be at least 1, got {value}.")
     return int(value)
+
+
+def as_points(x, name: str = "x") -> tf.Tensor:
+    """Validate data points: shape [N] (read as D = 1) or [N, D], non-empty, finite."""
+    x = as_float_tensor(x, name, common_float_dtype(x))
+    if x.shape.rank == 1:
+        x = x[:, tf.newaxis]
+    if x.shape.rank != 2:
+        raise ValueError(
+            f"`{name}` must have shape [N] or [N, D], got shape {x.shape.as_list()}. "
+            "Reshape it so that rows are observations."
+        )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"`{name}` is empty (shape {x.shape.as_list()}); pass at least one point.")
+    check_finite(x, name)
+    return x
+
+
+def check_distribution(value, name: str) -> None:
+    """Raise ``TypeError`` unless ``value`` is a TFP distribution."""
+    if not isinstance(value, tfp.distributions.Distribution):
+        raise TypeError(
+            f"`{name}` must be a tfp.distributions.Distribution, got {type(value).__name__}. "
+            f"Wrap it, e.g. tfd.Normal(loc, scale)."
+        )
+
+
+def mean_and_stderr(values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Monte Carlo mean over axis 0 and its standard error, sd / sqrt(S) (unbiased sd)."""
+    num = tf.cast(tf.shape(values)[0], values.dtype)
+    mean = tf.reduce_mean(values, axis=0)
+    stderr = tf.math.reduce_std(values, axis=0) * tf.sqrt(num / (num - 1.0)) / tf.sqrt(num)
+    return mean, stderr

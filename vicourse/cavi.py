@@ -23,6 +23,7 @@ import tensorflow_probability as tfp
 from vicourse._seed import sanitize_seed
 from vicourse._validation import (
     as_float_tensor,
+    as_points,
     check_finite,
     check_positive,
     check_positive_int,
@@ -88,14 +89,7 @@ class GMMFit(NamedTuple):
 
 def _gmm_data(x, num_components, prior_scale):
     num_components = check_positive_int(num_components, "num_components")
-    x = as_float_tensor(x, "x", common_float_dtype(x))
-    if x.shape.rank == 1:
-        x = x[:, tf.newaxis]
-    if x.shape.rank != 2:
-        raise ValueError(f"`x` must have shape [N] or [N, D], got shape {x.shape.as_list()}.")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"`x` is empty (shape {x.shape.as_list()}); pass at least one point.")
-    check_finite(x, "x")
+    x = as_points(x, "x")
     prior_scale = as_float_tensor(prior_scale, "prior_scale", x.dtype)
     if prior_scale.shape.rank != 0:
         raise ValueError(f"`prior_scale` must be a scalar, got shape {prior_scale.shape}.")
@@ -404,7 +398,7 @@ class NormalGammaFit(NamedTuple):
 
 
 def _normal_gamma_inputs(x, prior):
-    x = as_float_tensor(x, "x", tf.float64 if common_float_dtype(x) == tf.float64 else None)
+    x = as_float_tensor(x, "x", common_float_dtype(x))
     if x.shape.rank != 1 or x.shape[0] == 0:
         raise ValueError(f"`x` must be a non-empty 1-D array, got shape {x.shape.as_list()}.")
     check_finite(x, "x")

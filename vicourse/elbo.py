@@ -20,7 +20,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vicourse._seed import sanitize_seed
-from vicourse._validation import check_positive_int
+from vicourse._validation import check_distribution, check_positive_int, mean_and_stderr
 from vicourse.kl import kl_divergence
 
 tfd = tfp.distributions
@@ -57,10 +57,7 @@ class ELBOTerms(NamedTuple):
 
 
 def _check_common(q, num_samples, name="q"):
-    if not isinstance(q, tfd.Distribution):
-        raise TypeError(
-            f"`{name}` must be a tfp.distributions.Distribution, got {type(q).__name__}."
-        )
+    check_distribution(q, name)
     num_samples = check_positive_int(num_samples, "num_samples")
     if num_samples < 2:
         raise ValueError("`num_samples` must be at least 2 to estimate a standard error.")
@@ -72,13 +69,6 @@ def _check_common(q, num_samples, name="q"):
             stacklevel=3,
         )
     return num_samples
-
-
-def _mean_and_stderr(values):
-    num = tf.cast(tf.shape(values)[0], values.dtype)
-    mean = tf.reduce_mean(values, axis=0)
-    stderr = tf.math.reduce_std(values, axis=0) * tf.sqrt(num / (num - 1.0)) / tf.sqrt(num)
-    return mean, stderr
 
 
 def _call(fn, z, name, num_samples):
@@ -147,7 +137,7 @@ def elbo(
     num_samples = _check_common(q, num_samples)
     z = q.sample(num_samples, seed=sanitize_seed(seed))
     log_joint = _call(log_joint_fn, z, "log_joint_fn", num_samples)
-    return ELBOEstimate(*_mean_and_stderr(log_joint - q.log_prob(z)))
+    return ELBOEstimate(*mean_and_stderr(log_joint - q.log_prob(z)))
 
 
 def _entropy(q, z):
@@ -214,15 +204,12 @@ def elbo_terms(
     Taught in :doc:`/book/chapters/03_elbo`.
     """
     num_samples = _check_common(q, num_samples)
-    if not isinstance(prior, tfd.Distribution):
-        raise TypeError(
-            f"`prior` must be a tfp.distributions.Distribution, got {type(prior).__name__}."
-        )
+    check_distribution(prior, "prior")
     kl_seed, sample_seed = tfp.random.split_seed(sanitize_seed(seed))
     kl_prior = kl_divergence(q, prior, num_samples=num_samples, seed=kl_seed).value
     z = q.sample(num_samples, seed=sample_seed)
     log_like = _call(log_likelihood_fn, z, "log_likelihood_fn", num_samples)
-    expected_log_like, stderr = _mean_and_stderr(log_like)
+    expected_log_like, stderr = mean_and_stderr(log_like)
     expected_log_joint = tf.reduce_mean(log_like + prior.log_prob(z), axis=0)
     value = expected_log_like - kl_prior
     kl_post = None

@@ -19,6 +19,7 @@ import tensorflow_probability as tfp
 from vicourse._seed import sanitize_seed
 from vicourse._validation import (
     as_float_tensor,
+    as_points,
     check_finite,
     check_positive,
     check_positive_int,
@@ -184,17 +185,7 @@ def _gmm_inputs(x, num_components, prior_scale, noise_scale, max_assignments):
     """Validate the mixture inputs; return x as [N, D] and the scales in x's dtype."""
     num_components = check_positive_int(num_components, "num_components")
     max_assignments = check_positive_int(max_assignments, "max_assignments")
-    x = as_float_tensor(x, "x", common_float_dtype(x))
-    if x.shape.rank == 1:
-        x = x[:, tf.newaxis]
-    if x.shape.rank != 2:
-        raise ValueError(
-            f"`x` must have shape [N] or [N, D], got shape {x.shape.as_list()}. "
-            "Reshape it so that rows are observations."
-        )
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"`x` is empty (shape {x.shape.as_list()}); pass at least one point.")
-    check_finite(x, "x")
+    x = as_points(x, "x")
     prior_scale = as_float_tensor(prior_scale, "prior_scale", x.dtype)
     noise_scale = as_float_tensor(noise_scale, "noise_scale", x.dtype)
     for value, name in ((prior_scale, "prior_scale"), (noise_scale, "noise_scale")):

@@ -15,7 +15,7 @@ import tensorflow_probability as tfp
 import tf_keras
 
 from vicourse._seed import sanitize_seed
-from vicourse._validation import check_positive_int
+from vicourse._validation import check_distribution, check_positive_int, mean_and_stderr
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -45,14 +45,6 @@ class KLEstimate(NamedTuple):
     """Standard error of ``value``: exactly 0 for the analytic divergence."""
 
 
-def _check_distribution(value, name: str) -> None:
-    if not isinstance(value, tfd.Distribution):
-        raise TypeError(
-            f"`{name}` must be a tfp.distributions.Distribution, got {type(value).__name__}. "
-            f"Wrap it, e.g. tfd.Normal(loc, scale)."
-        )
-
-
 def _check_same_event_shape(q, p) -> None:
     if q.event_shape.is_fully_defined() and p.event_shape.is_fully_defined():
         if q.event_shape != p.event_shape:
@@ -80,11 +72,7 @@ def _analytic_kl(q, p):
 
 def _monte_carlo_kl(q, p, num_samples: int, seed) -> KLEstimate:
     z = q.sample(num_samples, seed=sanitize_seed(seed))
-    log_ratio = q.log_prob(z) - p.log_prob(z)
-    value = tf.reduce_mean(log_ratio, axis=0)
-    num = tf.cast(num_samples, log_ratio.dtype)
-    stderr = tf.math.reduce_std(log_ratio, axis=0) * tf.sqrt(num / (num - 1.0)) / tf.sqrt(num)
-    return KLEstimate(value, stderr)
+    return KLEstimate(*mean_and_stderr(q.log_prob(z) - p.log_prob(z)))
 
 
 def kl_divergence(
@@ -142,8 +130,8 @@ def kl_divergence(
     >>> kl_divergence(tfd.Normal(0., 1.), tfd.Normal(1., 1.)).value  # (0 - 1)^2 / 2
     <tf.Tensor: shape=(), dtype=float32, numpy=0.5>
     """
-    _check_distribution(q, "q")
-    _check_distribution(p, "p")
+    check_distribution(q, "q")
+    check_distribution(p, "p")
     _check_same_event_shape(q, p)
     _check_same_dtype(q, p)
     if method not in _METHODS:
@@ -241,8 +229,8 @@ def fit_reverse_kl(
     -----
     Taught in :doc:`/book/chapters/02_kl_divergence`.
     """
-    _check_distribution(target, "target")
-    _check_distribution(surrogate, "surrogate")
+    check_distribution(target, "target")
+    check_distribution(surrogate, "surrogate")
     _check_same_event_shape(surrogate, target)
     num_steps = check_positive_int(num_steps, "num_steps")
     num_samples = check_positive_int(num_samples, "num_samples")
@@ -383,7 +371,7 @@ def fit_gaussian(
     -----
     Taught in :doc:`/book/chapters/02_kl_divergence`.
     """
-    _check_distribution(target, "target")
+    check_distribution(target, "target")
     if divergence not in _DIVERGENCES:
         raise ValueError(
             f"`divergence` must be 'reverse' (KL(q||p), mode-seeking) or 'forward' "
