@@ -244,6 +244,12 @@ def gmm_elbo(x, state: GMMState, responsibilities, prior_scale) -> tf.Tensor:
     Returns
     -------
     tf.Tensor, scalar
+
+    Notes
+    -----
+    Each expectation is a moment of a normal or categorical factor
+    :cite:p:`blei2017variational` (§3); the derivation is in :doc:`/book/chapters/04_cavi`.
+    :func:`fit_gmm` computes the same quantity from its update's sufficient statistics.
     """
     x = tf.convert_to_tensor(x)
     if x.shape.rank == 1:
@@ -278,6 +284,7 @@ def _run_cavi(x, state, prior_var, tol, max_iters: int):
 
 
 _run_cavi_compiled = tf.function(_run_cavi, jit_compile=True, reduce_retracing=True)
+_run_cavi_graph = tf.function(_run_cavi, reduce_retracing=True)
 
 
 def fit_gmm(
@@ -351,7 +358,7 @@ def fit_gmm(
         raise ValueError(f"`tol` must be non-negative, got {tol}.")
     seeds = tfp.random.split_seed(sanitize_seed(seed), n=num_restarts)
     prior_var = tf.square(prior_scale)
-    run = _run_cavi_compiled if jit_compile else tf.function(_run_cavi)
+    run = _run_cavi_compiled if jit_compile else _run_cavi_graph
     best = None
     for restart in range(num_restarts):
         state = gmm_init(x, num_components, seeds[restart], init if restart == 0 else None)
