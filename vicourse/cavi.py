@@ -120,6 +120,11 @@ def gmm_init(x, num_components: int, seed, init=None) -> GMMState:
     -------
     GMMState
         ``means_loc`` the chosen points, ``means_var`` all ones.
+
+    Notes
+    -----
+    Initializing the means at data points is a common choice for CAVI on mixtures
+    :cite:p:`blei2017variational`; taught in :doc:`/book/chapters/04_cavi`.
     """
     if init is not None:
         loc = as_float_tensor(init, "init", x.dtype)
@@ -213,6 +218,10 @@ def gmm_step(state: GMMState, x, prior_var) -> tuple[GMMState, GMMInfo]:
     -------
     (GMMState, GMMInfo)
         The new state; the new responsibilities and the closed-form ELBO.
+
+    Notes
+    -----
+    Derived step by step in :doc:`/book/chapters/04_cavi`.
     """
     num_points = tf.cast(tf.shape(x)[0], x.dtype)
     dim = tf.cast(tf.shape(x)[1], x.dtype)

@@ -201,7 +201,8 @@ def elbo_terms(
 
     Notes
     -----
-    Taught in :doc:`/book/chapters/03_elbo`.
+    The decompositions follow :cite:t:`blei2017variational` (§2.2); taught in
+    :doc:`/book/chapters/03_elbo`.
     """
     num_samples = _check_common(q, num_samples)
     check_distribution(prior, "prior")

@@ -227,7 +227,8 @@ def fit_reverse_kl(
 
     Notes
     -----
-    Taught in :doc:`/book/chapters/02_kl_divergence`.
+    Reparameterized gradients of the reverse divergence follow
+    :cite:t:`kingma2014autoencoding`; taught in :doc:`/book/chapters/02_kl_divergence`.
     """
     check_distribution(target, "target")
     check_distribution(surrogate, "surrogate")
