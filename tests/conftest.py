@@ -4,3 +4,6 @@ import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests never download: load_mnist falls back to the digits at once. The tests of the
+# fallback itself set or clear this variable explicitly.
+os.environ.setdefault("VICOURSE_OFFLINE", "1")

@@ -207,6 +207,105 @@ def distribution(*, event=True, batch=True, dtype=True):
     return cases
 
 
+def encoder_callable(data_arg):
+    """A user's encoder: callable, x [B, D] -> a distribution with batch [B], event [L] (the
+    prior's) and the prior's dtype."""
+
+    def wrong_batch(valid):
+        original = valid["encoder"]
+        return lambda x: original(x[:1])
+
+    def rows(valid):
+        return len(np.asarray(valid[data_arg]))
+
+    return [
+        Case("not callable", _const(3.0), TypeError),
+        Case("none", _const(None), TypeError),
+        Case("returns a tensor", _const(lambda x: x), TypeError),
+        Case("wrong batch shape", wrong_batch, ValueError),
+        Case(
+            "wrong event shape",
+            lambda v: lambda x: tfd.MultivariateNormalDiag(tf.zeros([rows(v), 3])),
+            ValueError,
+        ),
+        Case(
+            "no event (batch [B, L])",
+            lambda v: lambda x: tfd.Normal(tf.zeros([rows(v), 2]), 1.0),
+            ValueError,
+        ),
+        Case(
+            "float64",
+            lambda v: lambda x: tfd.MultivariateNormalDiag(np.zeros([rows(v), 2])),
+            TypeError,
+        ),
+        Case("raises inside", _const(lambda x: tf.matmul(x, tf.ones([5, 5]))), TypeError),
+    ]
+
+
+def decoder_callable(data_arg):
+    """A user's decoder: z [..., B, L] -> a distribution with batch [..., B] and event [D]
+    whose support holds the data."""
+
+    def likelihood(make):
+        def build(valid):
+            dim = np.asarray(valid[data_arg]).shape[1]
+            return lambda z: make(tf.zeros([*z.shape[:-1], dim]) + tf.reduce_sum(z) * 0.0)
+
+        return build
+
+    return [
+        Case("not callable", _const("decoder"), TypeError),
+        Case("none", _const(None), TypeError),
+        Case("returns a tensor", _const(lambda z: z), TypeError),
+        Case(
+            "no Independent (batch [..., B, D])",
+            likelihood(lambda logits: tfd.Binomial(16.0, logits=logits)),
+            ValueError,
+        ),
+        Case(
+            "wrong event size",
+            likelihood(
+                lambda logits: tfd.Independent(
+                    tfd.Binomial(16.0, logits=tf.concat([logits, logits], -1)), 1
+                )
+            ),
+            ValueError,
+        ),
+        Case(
+            "support mismatch (counts to a Bernoulli)",
+            likelihood(
+                lambda logits: tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32), 1)
+            ),
+            ValueError,
+        ),
+        Case(
+            "float64",
+            likelihood(
+                lambda logits: tfd.Independent(
+                    tfd.Binomial(F64(16.0), logits=tf.cast(logits, tf.float64)), 1
+                )
+            ),
+            TypeError,
+        ),
+    ]
+
+
+LATENT_PRIOR = [
+    *NOT_A_DISTRIBUTION,
+    Case("nan loc", lambda v: tfd.MultivariateNormalDiag([np.nan, 0.0]), ValueError),
+    Case("zero scale", lambda v: tfd.MultivariateNormalDiag([0.0, 0.0], [0.0, 1.0]), ValueError),
+    Case("scalar event", lambda v: tfd.Normal(0.0, 1.0), ValueError),
+    Case("batch shape [3]", lambda v: tfd.MultivariateNormalDiag(tf.zeros([3, 2])), ValueError),
+]
+
+HIDDEN_UNITS = [
+    Case("string", _const("256"), TypeError),
+    Case("none", _const(None), TypeError),
+    Case("zero width", _const((0,)), ValueError),
+    Case("float width", _const((2.5,)), TypeError),
+]
+
+
 # ---------------------------------------------------------------------------------------
 # The public functions and their valid arguments
 # ---------------------------------------------------------------------------------------
@@ -258,6 +357,55 @@ REFERENCE_MODEL = tfd.JointDistributionNamed(
         x=lambda z: tfd.Independent(tfd.Normal(z[..., None] * np.ones(6), 1.0), 1),
     )
 )
+
+
+# A tiny image model for chapter 8: six 4-pixel "images" of counts 0..16, L = 2.
+X_IMAGES = np.array(
+    [[0, 3, 16, 5], [2, 0, 7, 16], [16, 4, 1, 0], [5, 5, 5, 5], [0, 0, 1, 2], [9, 12, 3, 8]],
+    dtype=F64,
+)
+IMAGE_PRIOR = tfd.MultivariateNormalDiag(tf.zeros(2))
+IMAGE_WEIGHTS = tf.constant([[0.1, -0.2, 0.3, 0.0], [0.05, 0.1, -0.1, 0.2]])
+
+
+def _image_encoder(x):
+    return tfd.MultivariateNormalDiag(x[:, :2] * 0.05, tf.ones_like(x[:, :2]))
+
+
+def _image_decoder(z):
+    logits = tf.einsum("...l,ld->...d", z, IMAGE_WEIGHTS)
+    return tfd.Independent(tfd.Binomial(16.0, logits=logits), 1)
+
+
+def _image_networks(seed=0):
+    encoder = vicourse.make_encoder(4, 2, hidden_units=(3,), seed=seed)
+    decoder = vicourse.make_decoder(2, 4, hidden_units=(3,), seed=seed + 1)
+    return encoder, decoder
+
+
+def _fit_vae_arguments():
+    encoder, decoder = _image_networks()
+    return dict(
+        train=X_IMAGES,
+        encoder=encoder,
+        decoder=decoder,
+        prior=IMAGE_PRIOR,
+        epochs=1,
+        batch_size=3,
+        learning_rate=0.01,
+        decay=False,
+        seed=0,
+        validation=X_IMAGES[:2],
+        num_samples=1,
+        kl_weight=1.0,
+        kl_warmup_epochs=0,
+        progress=False,
+        strategy=None,
+        jit_compile=False,  # a graph: the battery makes about 50 calls with new networks
+    )
+
+
+IMAGES = data("x", wrong_rank=np.zeros(4), empty=np.zeros((0, 4)))
 
 
 def _gmm_state():
@@ -670,6 +818,190 @@ CONTRACT: dict[str, Spec] = {
         },
         seed="seed",
     ),
+    "vae_elbo": Spec(
+        vicourse.vae_elbo,
+        lambda: dict(
+            x=X_IMAGES,
+            encoder=_image_encoder,
+            decoder=_image_decoder,
+            prior=IMAGE_PRIOR,
+            num_samples=3,
+            seed=0,
+            analytic_kl=True,
+        ),
+        {
+            "x": IMAGES,
+            "encoder": encoder_callable("x"),
+            "decoder": decoder_callable("x"),
+            "prior": LATENT_PRIOR,
+            "num_samples": count(),
+            "seed": SEED,
+            "analytic_kl": FLAG,
+        },
+        seed="seed",
+        integer_data="x",
+    ),
+    "iwae_bound": Spec(
+        vicourse.iwae_bound,
+        lambda: dict(
+            x=X_IMAGES,
+            encoder=_image_encoder,
+            decoder=_image_decoder,
+            prior=IMAGE_PRIOR,
+            num_samples=5,
+            seed=0,
+        ),
+        {
+            "x": IMAGES,
+            "encoder": encoder_callable("x"),
+            "decoder": decoder_callable("x"),
+            "prior": LATENT_PRIOR,
+            "num_samples": count(),
+            "seed": SEED,
+        },
+        seed="seed",
+        integer_data="x",
+    ),
+    "make_encoder": Spec(
+        vicourse.make_encoder,
+        lambda: dict(data_dim=4, latent_dim=2, hidden_units=(3,), data=X_IMAGES, seed=0),
+        {
+            "data_dim": [*count(), Case("not the data's", _const(5), ValueError)],
+            "latent_dim": count(),
+            "hidden_units": HIDDEN_UNITS,
+            "data": [
+                Case("nan", _with_value("data", np.nan), ValueError),
+                Case("wrong columns", _const(np.zeros((3, 5))), ValueError),
+                Case("constant", _const(np.ones((3, 4))), ValueError),
+                Case("string", _const("abc"), TypeError),
+            ],
+            "seed": SEED,
+        },
+        seed="seed",
+        integer_data="data",
+    ),
+    "make_decoder": Spec(
+        vicourse.make_decoder,
+        lambda: dict(
+            latent_dim=2,
+            data_dim=4,
+            likelihood="binomial",
+            total_count=16,
+            hidden_units=(3,),
+            data=X_IMAGES,
+            seed=0,
+        ),
+        {
+            "latent_dim": count(),
+            "data_dim": [*count(), Case("not the data's", _const(3), ValueError)],
+            "likelihood": choice(),
+            "total_count": [*count(), Case("below the data", _const(8), ValueError)],
+            "hidden_units": HIDDEN_UNITS,
+            "data": [
+                Case("nan", _with_value("data", np.nan), ValueError),
+                Case("negative count", _with_value("data", -1.0), ValueError),
+                Case("fractional count", _with_value("data", 0.5), ValueError),
+                Case("wrong rank", _const(np.zeros(4)), ValueError),
+                Case("string", _const("abc"), TypeError),
+            ],
+            "seed": SEED,
+        },
+        seed="seed",
+        integer_data="data",
+    ),
+    "fit_vae": Spec(
+        vicourse.fit_vae,
+        _fit_vae_arguments,
+        {
+            "train": [
+                *data("train", wrong_rank=np.zeros(4), empty=np.zeros((0, 4))),
+                Case("outside the support", _with_value("train", 17.0), ValueError),
+                Case(
+                    "dataset of batches",
+                    _const(tf.data.Dataset.from_tensor_slices(X_IMAGES).batch(3)),
+                    ValueError,
+                ),
+            ],
+            "encoder": [
+                *encoder_callable("train"),
+                Case(
+                    "not reparameterized",
+                    _const(lambda x: tfd.OneHotCategorical(tf.zeros([3, 2]), dtype=tf.float32)),
+                    ValueError,
+                ),
+            ],
+            "decoder": decoder_callable("train"),
+            "prior": LATENT_PRIOR,
+            "epochs": count(),
+            "batch_size": [*count(), Case("above N", _const(7), ValueError)],
+            "learning_rate": real(allow_zero=False),
+            "decay": FLAG,
+            "seed": SEED,
+            "validation": [
+                Case("nan", _const(np.full((2, 4), np.nan)), ValueError),
+                Case("wrong columns", _const(np.zeros((2, 3))), ValueError),
+                Case("outside the support", _const(np.full((2, 4), 20.0)), ValueError),
+                Case("string", _const("abc"), TypeError),
+            ],
+            "num_samples": count(),
+            "kl_weight": real(allow_zero=False),
+            "kl_warmup_epochs": count(minimum=0),
+            "progress": FLAG,
+            "strategy": [
+                Case("string", _const("mirrored"), TypeError),
+                Case(
+                    "variables outside its scope",
+                    _const(tf.distribute.OneDeviceStrategy("/cpu:0")),
+                    ValueError,
+                ),
+            ],
+            "jit_compile": FLAG,
+        },
+        seed="seed",
+        integer_data="train",
+    ),
+    "amortization_gap": Spec(
+        vicourse.amortization_gap,
+        lambda: dict(
+            x=X_IMAGES,
+            encoder=_image_encoder,
+            decoder=_image_decoder,
+            prior=IMAGE_PRIOR,
+            num_steps=3,
+            learning_rate=0.05,
+            num_samples=10,
+            seed=0,
+        ),
+        {
+            "x": IMAGES,
+            "encoder": encoder_callable("x"),
+            "decoder": decoder_callable("x"),
+            "prior": LATENT_PRIOR,
+            "num_steps": count(),
+            "learning_rate": real(allow_zero=False),
+            "num_samples": count(minimum=2),
+            "seed": SEED,
+        },
+        seed="seed",
+        integer_data="x",
+    ),
+    "active_units": Spec(
+        vicourse.active_units,
+        lambda: dict(x=X_IMAGES, encoder=_image_encoder, prior=IMAGE_PRIOR, threshold=0.01),
+        {
+            "x": [*IMAGES, Case("one row", _const(X_IMAGES[:1]), ValueError)],
+            "encoder": encoder_callable("x"),
+            "prior": LATENT_PRIOR,
+            "threshold": real(allow_zero=False),
+        },
+        integer_data="x",
+    ),
+    "load_digits_images": Spec(vicourse.load_digits_images, dict, {"binarize": FLAG}),
+    "load_mnist": Spec(
+        vicourse.load_mnist,
+        lambda: dict(binarize=True, timeout=1.0),
+        {"binarize": FLAG, "timeout": real(allow_zero=False)},
+    ),
     # No arguments: the contract is that they run.
     "check_environment": Spec(vicourse.check_environment, dict),
     "describe": Spec(vicourse.describe, dict),
@@ -699,7 +1031,10 @@ def test_bad_input_raises_and_names_the_argument(name, arg, case):
 
 
 def _numbers(result) -> list[np.ndarray]:
-    """Every number in a result (tensors, NamedTuples, distributions), for comparisons."""
+    """Every number in a result (tensors, NamedTuples, distributions, networks), for
+    comparisons."""
+    if isinstance(result, tf.Module) and not isinstance(result, tfd.Distribution):
+        return [np.asarray(v) for v in result.trainable_variables]
     if isinstance(result, tfd.Distribution):
         result = {k: v for k, v in result.parameters.items() if not isinstance(v, (str, bool))}
     if isinstance(result, tfp.bijectors.Bijector):
@@ -734,9 +1069,10 @@ def test_documented_seeds_work_and_reproduce(name):
 def test_integer_data_are_accepted_as_float32(name):
     spec = CONTRACT[name]
     arg = spec.integer_data
-    valid = spec.valid()
+    # Two fresh sets of valid arguments: a fit trains its networks in place.
+    valid, again = spec.valid(), spec.valid()
     as_int = {**valid, arg: np.round(np.asarray(valid[arg])).astype(np.int64)}
-    as_float32 = {**valid, arg: np.round(np.asarray(valid[arg])).astype(np.float32)}
+    as_float32 = {**again, arg: np.round(np.asarray(again[arg])).astype(np.float32)}
     for got, want in zip(_numbers(spec.fn(**as_int)), _numbers(spec.fn(**as_float32)), strict=True):
         np.testing.assert_array_equal(got, want)
 

@@ -9,7 +9,7 @@ from vicourse.runtime import check_environment
 
 check_environment()
 
-from vicourse import bounds, cavi, diagnostics, evidence, gradients, kl, runtime  # noqa: E402
+from vicourse import bounds, cavi, diagnostics, evidence, gradients, kl, runtime, vae  # noqa: E402
 from vicourse.bounds import ELBOEstimate, ELBOTerms, elbo, elbo_terms  # noqa: E402
 from vicourse.cavi import (  # noqa: E402
     GMMFit,
@@ -42,6 +42,22 @@ from vicourse.kl import (  # noqa: E402
     kl_divergence,
     standardizing_bijector,
 )
+from vicourse.vae import (  # noqa: E402
+    LIKELIHOODS,
+    ActiveUnits,
+    AmortizationGap,
+    ImageData,
+    VAEFit,
+    active_units,
+    amortization_gap,
+    fit_vae,
+    iwae_bound,
+    load_digits_images,
+    load_mnist,
+    make_decoder,
+    make_encoder,
+    vae_elbo,
+)
 
 __version__ = "0.1.0"
 
@@ -54,6 +70,7 @@ __all__ = [
     "gradients",
     "kl",
     "runtime",
+    "vae",
     # chapter 1: the evidence
     "ImportanceEstimate",
     "gmm_log_evidence_exact",
@@ -90,6 +107,21 @@ __all__ = [
     "VIFit",
     "elbo_gradient",
     "fit_vi",
+    # chapter 8: variational autoencoders
+    "LIKELIHOODS",
+    "ActiveUnits",
+    "AmortizationGap",
+    "ImageData",
+    "VAEFit",
+    "active_units",
+    "amortization_gap",
+    "fit_vae",
+    "iwae_bound",
+    "load_digits_images",
+    "load_mnist",
+    "make_decoder",
+    "make_encoder",
+    "vae_elbo",
     # chapter 10: checking a fit (used from chapter 6 on)
     "ReferencePosterior",
     "reference_posterior",

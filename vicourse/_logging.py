@@ -27,6 +27,11 @@ _OWN_FUNCTIONS = (
     "_reverse_kl_chunk",
     "_cavi_chunk",
     "_nuts",
+    "_vae_step",
+    "_vae_train_step",
+    "_vae_replicated_step",
+    "_vae_evaluate",
+    "_vae_replica_gradients",
 )
 
 

@@ -22,7 +22,9 @@ import tensorflow_probability as tfp
 __all__ = [
     "MAX_INT32",
     "as_float_tensor",
+    "as_matrix",
     "as_points",
+    "call_distribution",
     "call_log_density",
     "check_batch_shape",
     "check_bool",
@@ -36,6 +38,8 @@ __all__ = [
     "check_same_space",
     "check_scalar_batch",
     "check_shape",
+    "check_strategy",
+    "check_support",
     "common_float_dtype",
     "default_tolerance",
     "mean_and_stderr",
@@ -263,6 +267,24 @@ def as_points(x, name: str = "x") -> tf.Tensor:
     return x
 
 
+def as_matrix(x, name: str = "x", dtype: tf.DType | None = None) -> tf.Tensor:
+    """Validate a data matrix: exactly shape [N, D] (rows are data points), non-empty, finite.
+
+    Unlike :func:`as_points`, a vector is not read as D = 1: a model whose input layer has
+    D units needs rows of D numbers. Integers are converted (to ``dtype``, else float32).
+    """
+    x = as_float_tensor(x, name, dtype or common_float_dtype(x))
+    if x.shape.rank != 2:
+        raise ValueError(
+            f"`{name}` must have shape [N, D] (one row per data point, images flattened), got "
+            f"shape {x.shape.as_list()}. Reshape it, e.g. {name}.reshape(len({name}), -1)."
+        )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"`{name}` is empty (shape {x.shape.as_list()}); pass at least one row.")
+    check_finite(x, name)
+    return x
+
+
 # ---------------------------------------------------------------------------------------
 # Distributions and user callables
 # ---------------------------------------------------------------------------------------
@@ -434,3 +456,123 @@ def mean_and_stderr(values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     mean = tf.reduce_mean(values, axis=0)
     stderr = tf.math.reduce_std(values, axis=0) * tf.sqrt(num / (num - 1.0)) / tf.sqrt(num)
     return mean, stderr
+
+
+def call_distribution(
+    fn: Callable,
+    arg: tf.Tensor,
+    name: str,
+    batch_shape: Sequence[int],
+    event_shape: Sequence[int],
+    dtype: tf.DType,
+    *,
+    what: str,
+    source: str,
+):
+    """Call a user callable that must return a TFP distribution, and check it.
+
+    ``fn(arg)`` must return a ``tfp.distributions.Distribution`` of exactly ``batch_shape``
+    and ``event_shape`` (nothing is broadcast) and of ``dtype`` (the dtype of ``source``).
+    ``what`` says what the distribution is, for the message (e.g. "q(z | x)").
+    """
+    if not callable(fn):
+        raise TypeError(
+            f"`{name}` must be callable (it maps a tensor to {what}, a TFP distribution), got "
+            f"{type(fn).__name__}."
+        )
+    try:
+        value = fn(arg)
+    except (tf.errors.InvalidArgumentError, TypeError, ValueError) as err:
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise TypeError(
+            f"`{name}` failed when called on a tensor of shape {arg.shape.as_list()} and dtype "
+            f"{arg.dtype.name}: {detail}. It must accept a batch on the leading axes and return "
+            f"{what}."
+        ) from err
+    if not isinstance(value, tfp.distributions.Distribution):
+        raise TypeError(
+            f"`{name}` must return {what} as a tfp.distributions.Distribution, got "
+            f"{type(value).__name__}."
+        )
+    if value.dtype != dtype:
+        raise TypeError(
+            f"`{name}` returned a distribution of dtype {value.dtype.name}, but `{source}` is "
+            f"{dtype.name}. Build both in the same dtype."
+        )
+    batch_shape, event_shape = list(batch_shape), list(event_shape)
+    got_batch, got_event = value.batch_shape, value.event_shape
+    if got_batch.as_list() != batch_shape or got_event.as_list() != event_shape:
+        raise ValueError(
+            f"`{name}` must return {what} with batch shape {batch_shape} and event shape "
+            f"{event_shape}, got batch shape {got_batch} and event shape {got_event} "
+            f"({type(value).__name__}). Nothing is broadcast: wrap per-coordinate "
+            "distributions in tfd.Independent(..., reinterpreted_batch_ndims=1) so that the "
+            "last axis is the event."
+        )
+    return value
+
+
+def _support_base(distribution):
+    """The innermost distribution of ``Independent`` / ``Sample`` wrappers."""
+    while isinstance(distribution, (tfp.distributions.Independent, tfp.distributions.Sample)):
+        distribution = distribution.distribution
+    return distribution
+
+
+def check_support(
+    distribution, x, name: str, data_name: str = "x", *, check_log_prob: bool = True
+) -> None:
+    """Raise ``ValueError`` if the data ``x`` lie outside the support of ``distribution``.
+
+    Discrete likelihoods are checked by their support: a Bernoulli needs values in
+    {0, 1}, a Binomial integers in [0, total_count], a Poisson non-negative integers. With
+    ``check_log_prob`` (``x`` must then match the distribution's shape), any likelihood
+    must also give a finite log-density at ``x``. (Without this check a Bernoulli
+    evaluated at 16 returns a finite but meaningless number.)
+    """
+    values = _concrete(x)
+    if values is None:
+        return
+    base = _support_base(distribution)
+    family = type(base).__name__
+    fix = (
+        "Use a likelihood whose support holds the data (make_decoder(..., likelihood=...)), "
+        "or transform the data"
+    )
+    if isinstance(base, tfp.distributions.Bernoulli):
+        bad = values[(values != 0) & (values != 1)]
+        if bad.size:
+            raise ValueError(
+                f"`{name}` returns a Bernoulli likelihood, whose support is {{0, 1}}, but "
+                f"`{data_name}` holds other values (e.g. {bad.flat[0].item()!r}). Binarize the "
+                f"data (e.g. {data_name} > threshold), or use a Binomial likelihood for integer "
+                "counts (make_decoder(..., likelihood='binomial', total_count=...))."
+            )
+    elif isinstance(base, (tfp.distributions.Binomial, tfp.distributions.Poisson)):
+        upper = np.inf
+        if isinstance(base, tfp.distributions.Binomial):
+            upper = np.min(_concrete(base.total_count))
+        bad = values[(values < 0) | (values > upper) | (values != np.round(values))]
+        if bad.size:
+            support = "{0, 1, 2, ...}" if upper == np.inf else f"{{0, 1, ..., {upper:g}}}"
+            raise ValueError(
+                f"`{name}` returns a {family} likelihood, whose support is {support}, but "
+                f"`{data_name}` holds other values (e.g. {bad.flat[0].item()!r}). {fix}."
+            )
+    if not check_log_prob:
+        return
+    log_prob = _concrete(distribution.log_prob(x))
+    if log_prob is not None and not np.all(np.isfinite(log_prob)):
+        raise ValueError(
+            f"`{name}` returns a {family} likelihood whose log-density is not finite at some "
+            f"rows of `{data_name}`: the data lie outside its support. {fix}."
+        )
+
+
+def check_strategy(strategy, name: str = "strategy") -> None:
+    """Raise ``TypeError`` unless ``strategy`` is ``None`` or a ``tf.distribute.Strategy``."""
+    if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+        raise TypeError(
+            f"`{name}` must be a tf.distribute.Strategy (e.g. tf.distribute.MirroredStrategy()) "
+            f"or None, got {type(strategy).__name__}."
+        )
