@@ -11,7 +11,8 @@ example and step, on two data sets:
       Bernoulli likelihood.
 
 Contenders, all in this one process:
-  1. vicourse.fit_vae (one XLA-compiled step, a tf.data pipeline);
+  1. vicourse.fit_vae (XLA-compiled steps, run in blocks of up to 20 per call, fed by a
+     tf.data pipeline);
   2. the Keras 3 VAE example's design, written here from its idea: a `Sampling` layer and
      a custom `train_step`, trained with `model.fit` under Keras 3 (`import keras`, the
      TensorFlow backend, its default jit_compile="auto", which compiles with XLA);
@@ -46,7 +47,7 @@ import tensorflow_probability as tfp  # noqa: E402
 import tf_keras  # noqa: E402
 
 import vicourse  # noqa: E402
-from vicourse import vae  # noqa: E402
+from vicourse import _vae_engine  # noqa: E402
 
 tfd = tfp.distributions
 LATENT, BATCH, RATE = 2, 128, 1e-3
@@ -193,7 +194,9 @@ def vicourse_contender(x, total_count, seed):
         return epochs * (len(x) // BATCH) * BATCH
 
     def traces():
-        return vae._trainer(encoder, decoder, None, 1).xla_step.experimental_get_tracing_count()
+        return _vae_engine.trainer_for(
+            encoder, decoder, None, 1
+        ).block.experimental_get_tracing_count()
 
     train.traces = traces
     return train, encoder, decoder

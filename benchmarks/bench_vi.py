@@ -121,13 +121,20 @@ def logistic_numpyro():
 
 
 MODELS = {
-    "eight schools": dict(dim=10, log_joint=schools_log_joint, tfp_log_joint=schools_log_joint,
-                          fit_kwargs={}, numpyro_model=schools_numpyro),
-    "logistic regression": dict(dim=D_LOGISTIC, log_joint=logistic_log_joint,
-                                tfp_log_joint=logistic_minibatch_log_joint,
-                                fit_kwargs=dict(data=(X_LOGISTIC, Y_LOGISTIC),
-                                                batch_size=BATCH),
-                                numpyro_model=logistic_numpyro),
+    "eight schools": dict(
+        dim=10,
+        log_joint=schools_log_joint,
+        tfp_log_joint=schools_log_joint,
+        fit_kwargs={},
+        numpyro_model=schools_numpyro,
+    ),
+    "logistic regression": dict(
+        dim=D_LOGISTIC,
+        log_joint=logistic_log_joint,
+        tfp_log_joint=logistic_minibatch_log_joint,
+        fit_kwargs=dict(data=(X_LOGISTIC, Y_LOGISTIC), batch_size=BATCH),
+        numpyro_model=logistic_numpyro,
+    ),
 }
 
 
@@ -148,8 +155,15 @@ def fresh_surrogate(dim, k):
 def vicourse_runner(spec):
     def run(k):
         q = fresh_surrogate(spec["dim"], k)
-        fit = vicourse.fit_vi(spec["log_joint"], q, num_steps=STEPS, num_samples=1,
-                              learning_rate=LEARNING_RATE, seed=k, **spec["fit_kwargs"])
+        fit = vicourse.fit_vi(
+            spec["log_joint"],
+            q,
+            num_steps=STEPS,
+            num_samples=1,
+            learning_rate=LEARNING_RATE,
+            seed=k,
+            **spec["fit_kwargs"],
+        )
         return fit.elbo_trace.numpy()
 
     return run
@@ -159,8 +173,13 @@ def tfp_plain_runner(spec):
     def run(k):
         q = fresh_surrogate(spec["dim"], k)
         losses = tfp.vi.fit_surrogate_posterior(
-            spec["tfp_log_joint"], q, optimizer=tf_keras.optimizers.Adam(LEARNING_RATE),
-            num_steps=STEPS, sample_size=1, seed=(k, 1))
+            spec["tfp_log_joint"],
+            q,
+            optimizer=tf_keras.optimizers.Adam(LEARNING_RATE),
+            num_steps=STEPS,
+            sample_size=1,
+            seed=(k, 1),
+        )
         return -losses.numpy()
 
     return run
@@ -178,13 +197,19 @@ def tfp_jit_runner(spec):
             @tf.function(jit_compile=True)
             def fit(seed):
                 return tfp.vi.fit_surrogate_posterior(
-                    spec["tfp_log_joint"], state["q"], optimizer=state["optimizer"],
-                    num_steps=STEPS, sample_size=1, seed=seed)
+                    spec["tfp_log_joint"],
+                    state["q"],
+                    optimizer=state["optimizer"],
+                    num_steps=STEPS,
+                    sample_size=1,
+                    seed=seed,
+                )
 
             state["fit"] = fit
         fresh = fresh_surrogate(spec["dim"], k)  # reset to a fresh initialization
-        for variable, value in zip(state["q"].trainable_variables, fresh.trainable_variables,
-                                   strict=True):
+        for variable, value in zip(
+            state["q"].trainable_variables, fresh.trainable_variables, strict=True
+        ):
             variable.assign(value)
         return -state["fit"](tf.constant([k, 1])).numpy()
 
@@ -193,8 +218,9 @@ def tfp_jit_runner(spec):
 
 def numpyro_svi(spec):
     guide = AutoNormal(spec["numpyro_model"], init_scale=0.1)
-    return SVI(spec["numpyro_model"], guide, numpyro.optim.Adam(LEARNING_RATE),
-               Trace_ELBO(num_particles=1))
+    return SVI(
+        spec["numpyro_model"], guide, numpyro.optim.Adam(LEARNING_RATE), Trace_ELBO(num_particles=1)
+    )
 
 
 def numpyro_run_runner(spec):
@@ -252,11 +278,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} "
-          f"{platform.release()}")
-    print(f"Python {platform.python_version()}, TensorFlow {tf.__version__}, TFP "
-          f"{tfp.__version__}, JAX {jax.__version__}, NumPyro {numpyro.__version__}, "
-          f"vicourse {vicourse.__version__}; {STEPS} steps, median of {args.repeats}\n")
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} "
+        f"{platform.release()}"
+    )
+    print(
+        f"Python {platform.python_version()}, TensorFlow {tf.__version__}, TFP "
+        f"{tfp.__version__}, JAX {jax.__version__}, NumPyro {numpyro.__version__}, "
+        f"vicourse {vicourse.__version__}; {STEPS} steps, median of {args.repeats}\n"
+    )
     for model_name, spec in MODELS.items():
         rows = {}
         for name, make in CONTENDERS.items():
@@ -274,17 +304,23 @@ def main():
         numpyro_best = max(STEPS / rows[n][1] for n in rows if n.startswith("NumPyro"))
         plain = STEPS / rows["tfp fit_surrogate_posterior (plain)"][1]
         print(f"### {model_name}\n")
-        print("| contender | first call (s) | steps/s after compile | fit_vi speed-up | "
-              "final ELBO (mean of last 200) |")
+        print(
+            "| contender | first call (s) | steps/s after compile | fit_vi speed-up | "
+            "final ELBO (mean of last 200) |"
+        )
         print("|---|---|---|---|---|")
         for name, (first, warm, final) in rows.items():
-            print(f"| {name} | {first:.2f} | {STEPS / warm:,.0f} | "
-                  f"{ours / (STEPS / warm):.1f}x | {final:.2f} |")
+            print(
+                f"| {name} | {first:.2f} | {STEPS / warm:,.0f} | "
+                f"{ours / (STEPS / warm):.1f}x | {final:.2f} |"
+            )
         finals = [r[2] for r in rows.values()]
         spread = max(finals) - min(finals)
-        print(f"\nfit_vi / fastest NumPyro: {ours / numpyro_best:.2f}x; fit_vi / plain TFP: "
-              f"{ours / plain:.0f}x; spread of final ELBOs {spread:.2f} nats; fit_vi "
-              "retraced on repeats: no\n")
+        print(
+            f"\nfit_vi / fastest NumPyro: {ours / numpyro_best:.2f}x; fit_vi / plain TFP: "
+            f"{ours / plain:.0f}x; spread of final ELBOs {spread:.2f} nats; fit_vi "
+            "retraced on repeats: no\n"
+        )
         assert spread < 0.05 * abs(np.mean(finals)) + 1.0, f"contenders disagree: {finals}"
 
 

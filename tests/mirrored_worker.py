@@ -74,8 +74,8 @@ def run(kind, strategy, x, epochs, jit_compile):
 
 
 def main():
-    epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    x = vicourse.load_digits_images().x_train[:512]
+    epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+    x = vicourse.load_digits_images().x_train[:384]
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = {"replicas": mirrored.num_replicas_in_sync}
     # The exact comparison runs the XLA path; the statistical one a plain graph (it

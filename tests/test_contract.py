@@ -971,6 +971,7 @@ CONTRACT: dict[str, Spec] = {
             learning_rate=0.05,
             num_samples=10,
             seed=0,
+            jit_compile=True,
         ),
         {
             "x": IMAGES,
@@ -981,6 +982,7 @@ CONTRACT: dict[str, Spec] = {
             "learning_rate": real(allow_zero=False),
             "num_samples": count(minimum=2),
             "seed": SEED,
+            "jit_compile": FLAG,
         },
         seed="seed",
         integer_data="x",

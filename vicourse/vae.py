@@ -44,11 +44,8 @@ import tf_keras
 from vicourse._networks import DECODER_LIKELIHOODS, Decoder, GaussianEncoder
 from vicourse._seed import sanitize_seed
 from vicourse._vae_engine import (
-    MAX_BLOCK_STEPS,
     Runner,
     array_batches,
-    array_blocks,
-    block_sizes,
     elbo_parts,
     log_weights,
     trainable_variables,
@@ -125,6 +122,10 @@ class AmortizationGap(NamedTuple):
     r"""ELBO of the per-example :math:`q^\ast(z \mid x)` optimized with ``fit_vi``, [B]."""
     gap: tf.Tensor
     """``optimized_elbo - amortized_elbo``, [B]: the amortization gap."""
+    optimized_q: tfd.Distribution
+    r"""The per-example :math:`q^\ast(z \mid x)`, a ``MultivariateNormalDiag`` with batch
+    shape [B]: ``lambda x: gap.optimized_q`` is an encoder for these rows, for instance the
+    proposal of :func:`iwae_bound` (a better one than the amortized encoder)."""
     elbo_trace: tf.Tensor
     """The summed ELBO of the per-example fits at every ``fit_vi`` step, [num_steps]."""
 
@@ -774,7 +775,7 @@ def fit_vae(
         batches = rows.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
         if strategy is not None:
             batches = strategy.experimental_distribute_dataset(batches)
-        plan = _Plan(batches, cardinality // batch_size if cardinality >= 0 else None, None)
+        plan = _Plan(batches, cardinality // batch_size if cardinality >= 0 else None)
         if plan.steps is None and (decay or warmup_epochs):
             raise ValueError(
                 "`decay` and `kl_warmup_epochs` need the number of steps per epoch, but the "
@@ -785,7 +786,6 @@ def fit_vae(
         x = as_matrix(train, "train", prior.dtype)
         batch_size = check_count(batch_size, "batch_size", maximum=int(x.shape[0]))
         probe = x[:batch_size]
-        plan = _array_plan(x, batch_size, epochs, data_seed, strategy)
     likelihood = _probe_networks(encoder, decoder, prior, probe, noise_seed)
     if not isinstance(train, tf.data.Dataset):
         check_support(likelihood, x, "decoder", "train", check_log_prob=False)
@@ -801,6 +801,8 @@ def fit_vae(
         blocks, num_validation = validation_blocks(validation)
 
     trainer = trainer_for(encoder, decoder, strategy, num_samples, jit_compile)
+    if not isinstance(train, tf.data.Dataset):
+        plan = _array_plan(trainer, x, batch_size, epochs, data_seed)
     trainer.set_schedule(rate, decay, (plan.steps or 1) * epochs)
     settings = _Settings(
         noise_seed,
@@ -809,8 +811,10 @@ def fit_vae(
         tf.constant(warmup_epochs * (plan.steps or 0), tf.int64),
     )
     history = _History()
-    if plan.blocks is not None:
-        run = Runner(trainer.block_from_iterator)
+    if plan.feed is not None:
+        if plan.feed.run is None:  # resolved once per feed: later fits skip the lookup
+            plan.feed.run = Runner(trainer.block_from_iterator)
+        run = plan.feed.run
     else:
         run = Runner(trainer.step)
     evaluate = Runner(trainer.evaluate)
@@ -831,25 +835,22 @@ def fit_vae(
 
 class _Plan(NamedTuple):
     """How fit_vae feeds its data: ``source`` (a dataset, or an iterator already open over
-    all epochs) with ``steps`` minibatches per epoch (None if unknown), run as ``blocks``
-    (the number of steps in each compiled call of an epoch) or one step per call (None)."""
+    all epochs) with ``steps`` minibatches per epoch (None if unknown), run in blocks of
+    several steps per compiled call (``feed``, the ArrayFeed of in-memory data on one
+    device) or one step per call (``feed`` None)."""
 
     source: object
     steps: int | None
-    blocks: list | None
+    feed: object = None
 
 
-def _array_plan(x, batch_size, epochs, seed, strategy):
+def _array_plan(trainer, x, batch_size, epochs, seed):
     steps = int(x.shape[0]) // batch_size
-    if strategy is not None:
-        dataset = array_batches(x, batch_size, steps, epochs, seed)
-        return _Plan(iter(strategy.experimental_distribute_dataset(dataset)), steps, None)
-    block = min(steps, MAX_BLOCK_STEPS)
-    return _Plan(
-        iter(array_blocks(x, batch_size, steps, block, epochs, seed)),
-        steps,
-        block_sizes(steps, block),
-    )
+    if trainer.strategy is not None:
+        dataset = array_batches(x, batch_size, epochs, seed)
+        return _Plan(iter(trainer.strategy.experimental_distribute_dataset(dataset)), steps)
+    feed = trainer.feed(int(x.shape[0]), int(x.shape[1]), x.dtype, batch_size)
+    return _Plan(feed.start(x, seed), steps, feed)
 
 
 class _Settings(NamedTuple):
@@ -862,8 +863,8 @@ class _Settings(NamedTuple):
 def _run_epoch(run, plan, settings, bar):
     """One pass: per-step (ELBO, KL, loss) traces of the epoch."""
     traces = []
-    if plan.blocks is not None:  # in-memory data, one device: K steps per compiled call
-        for count in plan.blocks:
+    if plan.feed is not None:  # in-memory data, one device: K steps per compiled call
+        for count in plan.feed.blocks:
             values = run(plan.source, *settings)
             traces.append([v[:count] for v in values])
             if bar is not None:
@@ -956,14 +957,16 @@ def amortization_gap(
     learning_rate: float = 0.05,
     num_samples: int = 1000,
     seed,
+    jit_compile: bool = True,
 ) -> AmortizationGap:
     r"""The amortization gap of :cite:t:`cremer2018inference`, per data point.
 
     The encoder's :math:`q_\lambda(z \mid x)` is one network's guess; the best member of the
     same family for this :math:`x` alone, :math:`q^\ast(z \mid x)`, found by optimizing its
     own parameters with the decoder held fixed, can only do better. With
-    :math:`\log p_\theta(x)` (estimated by :func:`iwae_bound` with many samples), the
-    inference gap splits in two:
+    :math:`\log p_\theta(x)` (estimated by :func:`iwae_bound` with many samples, with
+    :math:`q^\ast` as the proposal: with the encoder as the proposal the estimate can fall
+    below :math:`\mathcal L[q^\ast]`), the inference gap splits in two:
 
     .. math::
 
@@ -1000,11 +1003,15 @@ def amortization_gap(
         Samples for the final ELBO estimates (at least 2).
     seed : int or Tensor of shape [2]
         Stateless seed.
+    jit_compile : bool, default True
+        Run ``fit_vi`` compiled with XLA; ``False`` runs a plain graph (no compilation,
+        which takes a few seconds: faster for a short fit).
 
     Returns
     -------
     AmortizationGap
-        The two ELBOs and their difference per row, and the fit's ELBO trace.
+        The two ELBOs and their difference per row, the optimized :math:`q^\ast`, and the
+        fit's ELBO trace.
 
     Raises
     ------
@@ -1020,6 +1027,7 @@ def amortization_gap(
     num_samples = check_count(num_samples, "num_samples", minimum=2)
     num_steps = check_count(num_steps, "num_steps")
     rate = check_real(learning_rate, "learning_rate", low=0.0, low_inclusive=False)
+    jit_compile = check_bool(jit_compile, "jit_compile")
     seed = sanitize_seed(seed)
     fit_seed, amortized_seed, optimized_seed = tfp.random.split_seed(seed, n=3)
     try:
@@ -1030,7 +1038,14 @@ def amortization_gap(
             "per-example fit starts from them. Use a Gaussian encoder."
         ) from None
     log_joint = _decoder_log_joint(decoder, prior, x)
-    fit = fit_vi(log_joint, surrogate, num_steps=num_steps, learning_rate=rate, seed=fit_seed)
+    fit = fit_vi(
+        log_joint,
+        surrogate,
+        num_steps=num_steps,
+        learning_rate=rate,
+        seed=fit_seed,
+        jit_compile=jit_compile,
+    )
     marginals = surrogate.distribution
     optimized = tfd.MultivariateNormalDiag(
         tf.convert_to_tensor(marginals.loc), tf.convert_to_tensor(marginals.scale)
@@ -1038,7 +1053,7 @@ def amortization_gap(
     amortized_elbo = _elbo(x, q, decoder, prior, num_samples, amortized_seed)
     optimized_elbo = _elbo(x, optimized, decoder, prior, num_samples, optimized_seed)
     return AmortizationGap(
-        amortized_elbo, optimized_elbo, optimized_elbo - amortized_elbo, fit.elbo_trace
+        amortized_elbo, optimized_elbo, optimized_elbo - amortized_elbo, optimized, fit.elbo_trace
     )
 
 
