@@ -395,7 +395,7 @@ def _fit_vae_arguments():
         learning_rate=0.01,
         decay=False,
         seed=0,
-        validation=X_IMAGES[:2],
+        validation=None,  # the bad cases still set it; test_vae checks a valid one
         num_samples=1,
         kl_weight=1.0,
         kl_warmup_epochs=0,
@@ -971,7 +971,7 @@ CONTRACT: dict[str, Spec] = {
             learning_rate=0.05,
             num_samples=10,
             seed=0,
-            jit_compile=True,
+            jit_compile=False,  # a graph: no XLA compilation for a 3-step fit
         ),
         {
             "x": IMAGES,

@@ -192,7 +192,8 @@ def linear_decoder_parameters(decoder_):
 
 def test_linear_vae_reaches_the_ppca_optimum_and_its_elbo_is_tight():
     """Linear encoder (diagonal Gaussian q), linear decoder, learned sigma: 100 epochs of
-    B = 100 (2,000 Adam steps, rate 0.02 decayed along a cosine), seed 0. Measured: the ELBO
+    B = 100 (2,000 Adam steps, rate 0.02 decayed along a cosine), seed 0. Measured (XLA
+    and graph alike): the ELBO
     per example ends 0.0016 nats below the pPCA maximum log-likelihood, and 0.0015 below
     log p_theta(x) of the learned decoder (Lucas et al. 2019: at the optimum the decoder's
     columns are orthogonal, the posterior is diagonal, and the ELBO is tight). Tolerance
@@ -213,6 +214,7 @@ def test_linear_vae_reaches_the_ppca_optimum_and_its_elbo_is_tight():
         decay=True,
         seed=0,
         progress=False,
+        jit_compile=False,  # a graph: XLA gains nothing on a linear model
     )
     elbo = float(
         tf.reduce_mean(vicourse.vae_elbo(x, encoder, decoder_, prior, num_samples=100, seed=1))
@@ -409,11 +411,16 @@ def test_mirrored_strategy_matches_one_device():
     start-up, but then every test would run with two devices; a subprocess keeps the
     change to this test (and mirrors how a user configures devices at program start).
 
-    With a point-mass encoder the fit has no Monte Carlo noise, so the only difference is
-    the order of floating-point sums (two half-batch gradients summed by the all-reduce):
-    the loss traces agree to a relative 1e-5 (measured 1.3e-7 over 24 steps). With a
-    Gaussian encoder each replica draws its own noise (the seed folded with the replica),
-    so the runs agree in distribution: per-epoch ELBOs within 2% (measured 0.8%)."""
+    With a point-mass encoder the fit has no Monte Carlo noise, so the only differences are
+    the order of floating-point sums (two half-batch gradients summed by the all-reduce) and
+    XLA's against the graph's rounding (the replicas run XLA, the one-device run a graph):
+    the loss traces agree to a relative 1e-5 (measured 2e-7 over 12 steps). With a Gaussian
+    encoder each replica draws its own noise (the seed folded with the replica's index), so
+    the runs agree in distribution only: per-epoch ELBOs within 6%, because one-device runs
+    with seeds 5, 6 and 7 differ by up to 5.2% after the first epoch and 0.4% after the
+    second (the mirrored run: 1.4% and 0.5%). The tolerance catches what matters here, a
+    wrong scale (the all-reduce sums: a loss not divided by the global batch would be off
+    by 100%) or replicas that do not learn."""
     worker = Path(__file__).with_name("mirrored_worker.py")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run(
@@ -432,7 +439,7 @@ def test_mirrored_strategy_matches_one_device():
     np.testing.assert_allclose(mirrored, single, rtol=1e-5)
     gaussian = result["gaussian"]
     single, mirrored = (np.array(gaussian[k]["elbo"]) for k in ("single", "mirrored"))
-    np.testing.assert_allclose(mirrored, single, rtol=0.02)
+    np.testing.assert_allclose(mirrored, single, rtol=0.06)
 
 
 # ---------------------------------------------------------------------------------------
