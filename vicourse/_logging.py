@@ -32,6 +32,8 @@ _OWN_FUNCTIONS = (
     "_vae_replicated_step",
     "_vae_evaluate",
     "_vae_replica_gradients",
+    "_vae_block",
+    "_vae_train_block",
 )
 
 

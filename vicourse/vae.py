@@ -13,7 +13,7 @@ variational parameters of every data point, are trained together on the ELBO
 with the reparameterized gradients of chapter 6. The module provides the bounds
 (:func:`vae_elbo`, the importance-weighted :func:`iwae_bound` of :cite:t:`burda2016importance`),
 network builders (:func:`make_encoder`, :func:`make_decoder`), the training loop
-(:func:`fit_vae`, one compiled XLA step, a ``tf.data`` pipeline, any
+(:func:`fit_vae`: steps compiled with XLA, a ``tf.data`` pipeline, any
 ``tf.distribute.Strategy``), diagnostics (:func:`amortization_gap`, :func:`active_units`)
 and two data loaders (:func:`load_digits_images`, :func:`load_mnist`).
 
@@ -671,17 +671,23 @@ def fit_vae(
     :cite:p:`higgins2017beta`, which is no longer a bound on :math:`\log p_\theta(x)`. The
     history always reports the true ELBO (:math:`\beta = 1`).
 
-    **Compiled once.** The step is one ``tf.function(jit_compile=True)`` (XLA) program:
-    encoder, sampling, decoder, gradients and the Adam update. It is built once per
-    (encoder, decoder, strategy, ``num_samples``) together with its tf_keras Adam, and
-    cached: every epoch and a second ``fit_vae`` call with the same networks run the same
-    compiled step (a second call continues training, with the Adam moments kept).
+    **Compiled once.** A step is one ``tf.function(jit_compile=True)`` (XLA) program:
+    encoder, sampling, decoder, gradients and the Adam update. On one device with
+    in-memory data, one call runs a block of up to 20 such steps in a ``tf.while_loop``
+    inside the same XLA program (what Keras calls ``steps_per_execution``): TensorFlow's
+    fixed cost per call, about a millisecond, would otherwise exceed a small model's step.
+    The programs are built once per (encoder, decoder, strategy, ``num_samples``) together
+    with their tf_keras Adam, and cached: every epoch and a second ``fit_vae`` call with
+    the same networks run the same compiled programs (a second call continues training,
+    with the Adam moments kept).
 
     **Input pipeline.** Arrays go through ``tf.data``: a new stateless permutation of the
-    rows per epoch (the same ``seed`` gives the same order), batches of exactly
-    ``batch_size`` (the last ``N mod B`` rows of each permutation are skipped, so that
-    there is one static shape), prefetched. A ``tf.data.Dataset`` of rows is batched the
-    same way and used in its own order (shuffle it yourself).
+    rows per epoch (the same ``seed`` gives the same order), minibatches of exactly
+    ``batch_size`` rows (the last ``N mod B`` rows of each permutation are skipped, so that
+    there is one static shape), gathered and prefetched by ``tf.data`` while the previous
+    block trains. The pipeline is built once per data shape and reused (the rows are
+    copied into a variable that it reads). A ``tf.data.Dataset`` of rows is batched the
+    same way, one step per minibatch, in its own order (shuffle it yourself).
 
     **Several devices.** With ``strategy`` (any ``tf.distribute.Strategy``: a
     ``MirroredStrategy`` over the GPUs of a machine, a ``MultiWorkerMirroredStrategy``
@@ -1148,7 +1154,8 @@ def _binarized(images, max_value):
 def load_digits_images(*, binarize: bool = False) -> ImageData:
     r"""scikit-learn's 8×8 handwritten digits as flattened images, with a fixed split.
 
-    The 1,797 images ship inside scikit-learn, so this works offline. Each pixel is an
+    The 1,797 images :cite:p:`alpaydin1998optical` ship inside scikit-learn, so this works
+    offline. Each pixel is an
     integer count from 0 to 16 (the number of set pixels in a 4×4 block of a 32×32 bitmap),
     which is why :func:`make_decoder`'s default Binomial(16, ·) likelihood is exact for
     them. The split is fixed: 80% training (1,437 images) and 20% validation (360),
@@ -1237,8 +1244,8 @@ def _mnist_arrays(timeout):
 
 
 def load_mnist(*, binarize: bool = True, timeout: float = 10.0) -> ImageData:
-    r"""MNIST (60,000 + 10,000 images of 28×28) through ``tf_keras.datasets``, for Colab;
-    the digits when it cannot be downloaded.
+    r"""MNIST :cite:p:`lecun1998gradient` (60,000 + 10,000 images of 28×28) through
+    ``tf_keras.datasets``, for Colab; the digits when it cannot be downloaded.
 
     The file (11 MB) is downloaded once into the Keras cache (``~/.keras/datasets``, or
     ``$KERAS_HOME``). Without a cached copy, the host is first probed for ``timeout``
