@@ -262,6 +262,7 @@ def main():
     parser.add_argument("--digits-epochs", type=int, default=30)
     parser.add_argument("--mnist-epochs", type=int, default=1)
     parser.add_argument("--iwae-samples", type=int, default=5000)
+    parser.add_argument("--only", choices=("digits", "mnist"), default=None)
     args = parser.parse_args()
 
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
@@ -274,12 +275,14 @@ def main():
     prior = tfd.MultivariateNormalDiag(tf.zeros(LATENT))
     datasets = {
         "digits (N = 1,437, D = 64, Binomial(16))": (digits.x_train, 16, args.digits_epochs),
-        "synthetic MNIST-sized (N = 60,000, D = 784, Bernoulli)": (
+        "mnist-sized synthetic data (N = 60,000, D = 784, Bernoulli)": (
             synthetic_binary_images(60_000, 784),
             1,
             args.mnist_epochs,
         ),
     }
+    if args.only:
+        datasets = {k: v for k, v in datasets.items() if k.startswith(args.only[:5])}
     for label, (x, total_count, epochs) in datasets.items():
         print(
             f"\n### {label}: batch {BATCH}, {epochs} epoch(s) per timed run, "
