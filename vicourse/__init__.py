@@ -9,7 +9,19 @@ from vicourse.runtime import check_environment
 
 check_environment()
 
-from vicourse import bounds, cavi, diagnostics, evidence, gradients, kl, runtime, vae  # noqa: E402
+from vicourse import (  # noqa: E402
+    bbvi,
+    bounds,
+    cavi,
+    diagnostics,
+    evidence,
+    gradients,
+    kl,
+    runtime,
+    svi,
+    vae,
+)
+from vicourse.bbvi import fit_pinned, mean_field_factors  # noqa: E402
 from vicourse.bounds import ELBOEstimate, ELBOTerms, elbo, elbo_terms  # noqa: E402
 from vicourse.cavi import (  # noqa: E402
     GMMFit,
@@ -42,6 +54,7 @@ from vicourse.kl import (  # noqa: E402
     kl_divergence,
     standardizing_bijector,
 )
+from vicourse.svi import SVIFit, fit_gmm_svi  # noqa: E402
 from vicourse.vae import (  # noqa: E402
     LIKELIHOODS,
     ActiveUnits,
@@ -63,6 +76,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # modules, one per chapter topic
+    "bbvi",
     "bounds",
     "cavi",
     "diagnostics",
@@ -70,6 +84,7 @@ __all__ = [
     "gradients",
     "kl",
     "runtime",
+    "svi",
     "vae",
     # chapter 1: the evidence
     "ImportanceEstimate",
@@ -102,11 +117,18 @@ __all__ = [
     "gmm_step",
     "mean_field_gaussian",
     "normal_gamma_posterior",
+    # chapter 5: SVI
+    "SVIFit",
+    "fit_gmm_svi",
     # chapter 6: gradient estimators and the VI loop
     "ELBOGradient",
     "VIFit",
     "elbo_gradient",
     "fit_vi",
+    # chapter 7: black-box VI (control variates, Rao-Blackwellization and the "mixed"
+    # estimator are options of elbo_gradient and fit_vi)
+    "fit_pinned",
+    "mean_field_factors",
     # chapter 8: variational autoencoders
     "LIKELIHOODS",
     "ActiveUnits",

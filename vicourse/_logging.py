@@ -22,6 +22,7 @@ __all__ = ["quiet"]
 
 _OWN_FUNCTIONS = (
     "_per_sample_gradients",
+    "_per_sample_score",
     "_vi_chunk",
     "_vi_step",
     "_reverse_kl_chunk",
@@ -34,6 +35,10 @@ _OWN_FUNCTIONS = (
     "_vae_replica_gradients",
     "_vae_block",
     "_vae_train_block",
+    "_array_chunk",
+    "_dataset_chunk",
+    "_svi_step",
+    "_final_pass",
 )
 
 
