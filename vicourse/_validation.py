@@ -301,6 +301,8 @@ def as_matrix(x, name: str = "x", dtype: tf.DType | None = None) -> tf.Tensor:
         raise ValueError(f"`{name}` is empty (shape {x.shape.as_list()}); pass at least one row.")
     check_finite(x, name)
     return x
+
+
 def check_minibatches(dataset, name: str, batch_size: int) -> tf.TensorSpec:
     """Check that ``dataset`` is a ``tf.data.Dataset`` of float minibatches of shape
     ``[batch_size, D]`` (static), and return its element spec.
