@@ -667,9 +667,10 @@ def fit_vae(
     :math:`\beta_t = 1` :cite:p:`kingma2014autoencoding`. :math:`\beta_t` (``kl_weight``,
     ramped up linearly over ``kl_warmup_epochs``) trades reconstruction against the KL: a
     warm-up is the KL annealing remedy for posterior collapse :cite:p:`bowman2016generating`;
-    a constant :math:`\beta \neq 1` trains the :math:`\beta`-VAE objective
-    :cite:p:`higgins2017beta`, which is no longer a bound on :math:`\log p_\theta(x)`. The
-    history always reports the true ELBO (:math:`\beta = 1`).
+    a constant :math:`\beta > 1` trains the :math:`\beta`-VAE objective
+    :cite:p:`higgins2017beta`, a looser bound on :math:`\log p_\theta(x)`; a constant
+    :math:`\beta < 1` is no longer a bound. The history always reports the true ELBO
+    (:math:`\beta = 1`).
 
     **Compiled once.** A step is one ``tf.function(jit_compile=True)`` (XLA) program:
     encoder, sampling, decoder, gradients and the Adam update. On one device with
