@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: install book test lint unit pairs notebooks book-strict execute sync bench constraints clean
+.PHONY: install book test lint meta unit pairs notebooks book-strict execute sync bench constraints clean
 
 install: $(INSTALLED)
 
@@ -31,11 +31,28 @@ book: $(INSTALLED)
 	$(BIN)/jupyter-book build .
 	@echo "The website is at file://$(CURDIR)/_build/html/index.html"
 
-test: lint pairs unit notebooks book-strict
+test: lint meta pairs unit notebooks book-strict
 	@echo "make test: all checks passed."
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
+
+TOOLS := .venv-tools
+TOOLS_INSTALLED := $(TOOLS)/.installed
+
+$(TOOLS_INSTALLED): constraints-tools.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet -c constraints-tools.txt cffconvert
+	touch $@
+
+# Repository metadata, offline: the workflow files against GitHub's schema (vendored in
+# check-jsonschema) and CITATION.cff against the CFF schema.
+meta: $(INSTALLED) $(TOOLS_INSTALLED)
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/check-jsonschema --builtin-schema custom.github-workflows-require-timeout \
+		.github/workflows/*.yml
+	$(BIN)/pre-commit validate-config .pre-commit-config.yaml
+	$(TOOLS)/bin/cffconvert --validate -i CITATION.cff
 
 pairs: $(INSTALLED)
 	$(BIN)/python scripts/check_pairs.py book/chapters

@@ -46,3 +46,11 @@ def test_check_environment_explains_tfp_needs_tf_keras(monkeypatch):
 
 def test_check_environment_passes_here():
     assert runtime.check_environment() is None
+
+
+def test_mismatched_tf_keras_is_explained():
+    with pytest.raises(runtime.MissingDependencyError, match=r'tf-keras 2.19.0 does not match '
+                       r'TensorFlow 2.21.0.*pip install "tf-keras~=2.21.0"'):
+        runtime._check_keras_matches_tensorflow("2.21.0", "2.19.0")
+    runtime._check_keras_matches_tensorflow("2.19.1", "2.19.0")  # same minor: fine
+    runtime._check_keras_matches_tensorflow("2.21.0-rc1", "2.21.0")

@@ -35,14 +35,39 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _minor(version: str) -> tuple[int, int] | None:
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _check_keras_matches_tensorflow(tf_version: str, keras_version: str) -> None:
+    """tf-keras is released in step with TensorFlow: the two must share a minor version."""
+    tf_minor, keras_minor = _minor(tf_version), _minor(keras_version)
+    if tf_minor and keras_minor and tf_minor != keras_minor:
+        wanted = f"{tf_minor[0]}.{tf_minor[1]}"
+        raise MissingDependencyError(
+            f"tf-keras {keras_version} does not match TensorFlow {tf_version}: tf-keras is "
+            f"released with each TensorFlow version and must have the same minor version. "
+            f'Fix: pip install "tf-keras~={wanted}.0" (or install the TensorFlow version '
+            f"that matches your tf-keras)."
+        )
+
+
 def check_environment() -> None:
     """Check that TensorFlow, tf-keras and TensorFlow Probability import together.
+
+    Colab ships all three (for example TensorFlow 2.19, tf-keras 2.19 and TFP 0.25 in its
+    2026.01 runtime), and the package's version ranges admit them, so installing
+    ``vicourse`` there neither upgrades nor downgrades them.
 
     Raises
     ------
     MissingDependencyError
-        A subclass of ``ImportError`` whose message names the missing or broken package
-        and the ``pip install`` command that fixes it.
+        A subclass of ``ImportError`` whose message names the missing, broken or
+        mismatched package and the ``pip install`` command that fixes it.
     """
     for module, dist, spec in _REQUIREMENTS:
         try:
@@ -55,6 +80,11 @@ def check_environment() -> None:
                 f"vicourse needs the package `{dist}`, which failed to import ({err}).{hint} "
                 f'Fix: pip install "{spec.split(" ")[0]}"'
             ) from err
+    tensorflow = importlib.import_module("tensorflow")
+    tf_keras = importlib.import_module("tf_keras")
+    _check_keras_matches_tensorflow(
+        getattr(tensorflow, "__version__", ""), getattr(tf_keras, "__version__", "")
+    )
 
 
 def _devices() -> list[str]:
