@@ -75,7 +75,7 @@ class SVIFit(NamedTuple):
     means_var: tf.Tensor
     """Variational variances of the cluster means (per coordinate), [K]."""
     elbo_trace: tf.Tensor
-    r"""[steps run]: at step :math:`t`, the unbiased minibatch estimate of the ELBO at the
+    r"""[steps run]; at step :math:`t`, the unbiased minibatch estimate of the ELBO at the
     global factors the step starts from, with :math:`\varphi` optimal for them."""
     step_sizes: tf.Tensor
     r""":math:`\rho_t`, [steps run]."""

@@ -87,8 +87,8 @@ __all__ = [
 ]
 
 LIKELIHOODS = DECODER_LIKELIHOODS
-"""The likelihoods :func:`make_decoder` builds: ``"binomial"``, ``"bernoulli"``,
-``"normal"``."""
+"""The likelihoods :func:`make_decoder` builds (``"binomial"``, ``"bernoulli"`` and
+``"normal"``)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -100,8 +100,8 @@ class VAEFit(NamedTuple):
     """Result of :func:`fit_vae` (the encoder and decoder are trained in place)."""
 
     train_elbo: tf.Tensor
-    """ELBO per example, per epoch: the mean of the epoch's minibatch estimates (like the
-    loss Keras reports, it averages over the epoch while the networks change), [epochs]."""
+    """ELBO per example, per epoch, [epochs]; the mean of the epoch's minibatch estimates
+    (like the loss Keras reports, it averages over the epoch while the networks change)."""
     validation_elbo: tf.Tensor | None
     """ELBO per example on ``validation`` at the end of each epoch, [epochs]; ``None``
     without ``validation``."""
@@ -109,7 +109,7 @@ class VAEFit(NamedTuple):
     r""":math:`\mathrm{KL}(q(z \mid x)\,\|\,p(z))` per example, per epoch (the epoch's mean),
     [epochs]. Near zero means posterior collapse."""
     loss_trace: tf.Tensor
-    """The training loss at every step, [steps]: minus the minibatch estimate of the
+    """The training loss at every step, [steps]; minus the minibatch estimate of the
     (KL-weighted) objective per example."""
 
 
@@ -121,7 +121,7 @@ class AmortizationGap(NamedTuple):
     optimized_elbo: tf.Tensor
     r"""ELBO of the per-example :math:`q^\ast(z \mid x)` optimized with ``fit_vi``, [B]."""
     gap: tf.Tensor
-    """``optimized_elbo - amortized_elbo``, [B]: the amortization gap."""
+    """The amortization gap, ``optimized_elbo - amortized_elbo``, [B]."""
     optimized_q: tfd.Distribution
     r"""The per-example :math:`q^\ast(z \mid x)`, a ``MultivariateNormalDiag`` with batch
     shape [B]: ``lambda x: gap.optimized_q`` is an encoder for these rows, for instance the
@@ -157,7 +157,7 @@ class ImageData(NamedTuple):
     image_shape: tuple
     """The shape to reshape a row into, e.g. ``(8, 8)``."""
     max_value: int
-    """The largest pixel value (16 for the digits, 1 when binarized): the Binomial
+    """The largest pixel value (16 for the digits, 1 when binarized), the Binomial
     ``total_count``."""
     source: str
     """``"digits"`` or ``"mnist"`` (what was actually loaded)."""
@@ -248,8 +248,14 @@ def vae_elbo(
     with the KL in closed form when TFP has one (``analytic_kl=True``, the default: it
     removes the KL's share of the Monte Carlo noise) and otherwise, or with
     ``analytic_kl=False``, its Monte Carlo form, which makes the whole estimate
-    :math:`\frac1S\sum_s [\log p_\theta(x \mid z_s) + \log p(z_s) - \log q_\lambda(z_s \mid
-    x)]` :cite:p:`kingma2014autoencoding`. Both are unbiased for :math:`\mathcal L(x) \le
+    :cite:p:`kingma2014autoencoding`
+
+    .. math::
+
+        \frac1S\sum_{s=1}^S \big[\log p_\theta(x \mid z_s) + \log p(z_s)
+        - \log q_\lambda(z_s \mid x)\big].
+
+    Both are unbiased for :math:`\mathcal L(x) \le
     \log p_\theta(x)`. They differ in one case that matters: when :math:`q` is the exact
     posterior, every term of the Monte Carlo form equals :math:`\log p_\theta(x)`, so it has
     zero variance, whereas the analytic form samples only the reconstruction term and keeps
