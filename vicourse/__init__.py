@@ -9,7 +9,17 @@ from vicourse.runtime import check_environment
 
 check_environment()
 
-from vicourse import bounds, cavi, diagnostics, evidence, gradients, kl, runtime  # noqa: E402
+from vicourse import (  # noqa: E402
+    bounds,
+    cavi,
+    diagnostics,
+    evidence,
+    families,
+    gradients,
+    kl,
+    runtime,
+    targets,
+)
 from vicourse.bounds import ELBOEstimate, ELBOTerms, elbo, elbo_terms  # noqa: E402
 from vicourse.cavi import (  # noqa: E402
     GMMFit,
@@ -25,7 +35,14 @@ from vicourse.cavi import (  # noqa: E402
     mean_field_gaussian,
     normal_gamma_posterior,
 )
-from vicourse.diagnostics import ReferencePosterior, reference_posterior  # noqa: E402
+from vicourse.diagnostics import (  # noqa: E402
+    PosteriorComparison,
+    PSISDiagnostic,
+    ReferencePosterior,
+    compare_posteriors,
+    psis_khat,
+    reference_posterior,
+)
 from vicourse.evidence import (  # noqa: E402
     ImportanceEstimate,
     gmm_log_evidence_exact,
@@ -33,6 +50,7 @@ from vicourse.evidence import (  # noqa: E402
     normal_normal_log_evidence,
     normal_normal_posterior,
 )
+from vicourse.families import make_surrogate  # noqa: E402
 from vicourse.gradients import ELBOGradient, VIFit, elbo_gradient, fit_vi  # noqa: E402
 from vicourse.kl import (  # noqa: E402
     KLEstimate,
@@ -51,9 +69,11 @@ __all__ = [
     "cavi",
     "diagnostics",
     "evidence",
+    "families",
     "gradients",
     "kl",
     "runtime",
+    "targets",
     # chapter 1: the evidence
     "ImportanceEstimate",
     "gmm_log_evidence_exact",
@@ -90,8 +110,14 @@ __all__ = [
     "VIFit",
     "elbo_gradient",
     "fit_vi",
-    # chapter 10: checking a fit (used from chapter 6 on)
+    # chapter 9: richer variational families (targets with known answers in vicourse.targets)
+    "make_surrogate",
+    # chapter 10: checking a fit (reference_posterior is used from chapter 6 on)
+    "PSISDiagnostic",
+    "PosteriorComparison",
     "ReferencePosterior",
+    "compare_posteriors",
+    "psis_khat",
     "reference_posterior",
     # runtime
     "check_environment",

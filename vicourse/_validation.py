@@ -23,13 +23,18 @@ __all__ = [
     "MAX_INT32",
     "as_float_tensor",
     "as_points",
+    "built_distribution",
+    "built_mixture",
     "call_log_density",
     "check_batch_shape",
     "check_bool",
     "check_choice",
     "check_count",
     "check_distribution",
+    "check_event_vector",
     "check_finite",
+    "check_min_count",
+    "check_options",
     "check_positive",
     "check_real",
     "check_sample_budget",
@@ -287,7 +292,7 @@ def _float_parameters(distribution, prefix=""):
             yield label, tensor
 
 
-def _built_distribution(value):
+def built_distribution(value):
     """``value`` if it is a distribution; the distribution a TFP ``DeferredModule`` builds
     (what the ``tfp.experimental.vi`` surrogate builders return); else ``None``."""
     if isinstance(value, tfp.distributions.Distribution):
@@ -307,7 +312,7 @@ def check_distribution(value, name: str) -> None:
     invalid parameters never come back as a silent NaN. A ``DeferredModule`` that builds a
     distribution (the ``tfp.experimental.vi`` builders return one) is accepted.
     """
-    built = _built_distribution(value)
+    built = built_distribution(value)
     if built is None:
         raise TypeError(
             f"`{name}` must be a tfp.distributions.Distribution, got {type(value).__name__}. "
@@ -434,3 +439,60 @@ def mean_and_stderr(values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     mean = tf.reduce_mean(values, axis=0)
     stderr = tf.math.reduce_std(values, axis=0) * tf.sqrt(num / (num - 1.0)) / tf.sqrt(num)
     return mean, stderr
+
+
+# ---------------------------------------------------------------------------------------
+# Chapters 9 and 10: surrogate families, PSIS and posterior summaries
+# ---------------------------------------------------------------------------------------
+
+
+def built_mixture(value):
+    """``(mixture, bijector)`` if ``value`` is a ``tfd.MixtureSameFamily`` (``bijector`` is
+    ``None``) or a ``tfd.TransformedDistribution`` of one (or a ``DeferredModule`` that
+    builds either); else ``None``."""
+    built = built_distribution(value)
+    if isinstance(built, tfp.distributions.MixtureSameFamily):
+        return built, None
+    if isinstance(built, tfp.distributions.TransformedDistribution) and isinstance(
+        built.distribution, tfp.distributions.MixtureSameFamily
+    ):
+        return built.distribution, built.bijector
+    return None
+
+
+def check_min_count(value, name: str, minimum: int, reason: str) -> int:
+    """``check_count`` with a domain minimum whose error message says why (``reason``)."""
+    value = check_count(value, name)
+    if value < minimum:
+        raise ValueError(f"`{name}` must be at least {minimum:,} ({reason}), got {value:,}.")
+    return value
+
+
+def check_options(options: dict, allowed: Sequence[str], what: str) -> None:
+    """Raise ``TypeError`` for a keyword option outside ``allowed``, listing the valid ones."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"`{unknown[0]}` is not an option of {what}; the options are "
+            f"{', '.join(sorted(allowed))}."
+        )
+
+
+def check_event_vector(event_shape, name: str = "event_shape") -> int:
+    """Return ``D`` for an event shape ``[D]`` (or the int ``D``), with ``D >= 1``."""
+    if isinstance(event_shape, numbers.Integral) and not isinstance(event_shape, bool):
+        return check_count(event_shape, name)
+    if isinstance(event_shape, np.ndarray):
+        event_shape = event_shape.tolist()
+    if not isinstance(event_shape, (list, tuple, tf.TensorShape)):
+        raise TypeError(
+            f"`{name}` must be [D], a list of one int, got {type(event_shape).__name__} "
+            f"{event_shape!r}. Pass e.g. {name}=[2]."
+        )
+    dims = list(event_shape)
+    if len(dims) != 1:
+        raise ValueError(
+            f"`{name}` must be [D], one axis of latent variables, got {dims}. Flatten the "
+            "latent variables into one vector (a tfb.Reshape can restore a shape)."
+        )
+    return check_count(dims[0], name)

@@ -11,7 +11,11 @@ Chapter 6 (:doc:`/book/chapters/06_reparameterization`) derives the estimators t
   ("sticking the landing", :cite:t:`roeder2017sticking`);
 - ``"score_function"``: :math:`\nabla_\lambda \log q_\lambda(z)\,(\log p(x, z) - \log
   q_\lambda(z))`, the log-derivative (REINFORCE) estimator, which works for any :math:`q`,
-  discrete ones included :cite:p:`ranganath2014black`.
+  discrete ones included :cite:p:`ranganath2014black`;
+- ``"stratified"``, for a mixture :math:`q = \sum_k w_k q_k`: one reparameterized draw
+  from *every* component, weighted by :math:`w_k`, which makes the estimate differentiable
+  in the weights :cite:p:`morningstar2021automatic` (chapter 9,
+  :doc:`/book/chapters/09_richer_families`).
 
 :func:`fit_vi` maximizes the ELBO with any of them, compiled once, full-data or on
 minibatches (doubly stochastic VI, :cite:t:`titsias2014doubly`). Chapters 7–10 reuse it.
@@ -31,6 +35,7 @@ import tensorflow_probability as tfp
 from vicourse import _logging  # noqa: F401 (quiets the expected vectorized_map notes)
 from vicourse._optim import adam_init, adam_update, cosine_learning_rate, run_chunked
 from vicourse._seed import sanitize_seed
+from vicourse._stratified import check_stratifiable, stratified_elbo_terms
 from vicourse._validation import (
     as_float_tensor,
     call_log_density,
@@ -48,8 +53,9 @@ tfd = tfp.distributions
 
 __all__ = ["ESTIMATORS", "ELBOGradient", "VIFit", "elbo_gradient", "fit_vi"]
 
-ESTIMATORS = ("reparameterization", "path_derivative", "score_function")
-"""The gradient estimators of :func:`elbo_gradient` and :func:`fit_vi`."""
+ESTIMATORS = ("reparameterization", "path_derivative", "score_function", "stratified")
+"""The gradient estimators of :func:`elbo_gradient` and :func:`fit_vi`. ``"stratified"``
+applies to mixtures only (chapter 9)."""
 
 _REPARAMETERIZED = ("reparameterization", "path_derivative")
 
@@ -141,6 +147,9 @@ def _log_dtype(surrogate, z):
 
 def _check_estimator(estimator, surrogate):
     check_choice(estimator, "estimator", ESTIMATORS)
+    if estimator == "stratified":
+        check_stratifiable(surrogate)
+        return
     if estimator in _REPARAMETERIZED and (
         surrogate.reparameterization_type != tfd.FULLY_REPARAMETERIZED
     ):
@@ -165,9 +174,9 @@ def elbo_gradient(
     log_joint: Callable[[tf.Tensor], tf.Tensor],
     surrogate: tfd.Distribution,
     *,
-    estimator: Literal["reparameterization", "path_derivative", "score_function"] = (
-        "reparameterization"
-    ),
+    estimator: Literal[
+        "reparameterization", "path_derivative", "score_function", "stratified"
+    ] = "reparameterization",
     num_samples: int = 1,
     seed=None,
     jit_compile: bool = False,
@@ -183,9 +192,16 @@ def elbo_gradient(
         \text{path derivative:}\quad & \hat g_s = \nabla_\lambda f\big(g(\varepsilon_s;
         \lambda)\big) + \nabla_\lambda \log q_\lambda(z)\big|_{z = z_s}, \\
         \text{score function:}\quad & \hat g_s = \nabla_\lambda \log q_\lambda(z_s)\,
-        f(z_s),
+        f(z_s), \\
+        \text{stratified:}\quad & \hat g_s = \nabla_\lambda \textstyle\sum_{k=1}^K
+        w_k\, f\big(g_k(\varepsilon_{sk}; \lambda)\big),
 
-    and the estimate is :math:`\frac1S\sum_s \hat g_s`. All three are unbiased. Each
+    and the estimate is :math:`\frac1S\sum_s \hat g_s`. All four are unbiased. The
+    stratified estimator is for a mixture :math:`q = \sum_k w_k q_k` with reparameterized
+    components :math:`z = g_k(\varepsilon; \lambda)`: it draws from every component, and
+    since :math:`\mathrm{ELBO} = \sum_k w_k \mathbb E_{q_k}[f(z)]`, the weights enter as
+    plain factors, differentiable :cite:p:`morningstar2021automatic` (each sample costs
+    :math:`K` evaluations of ``log_joint``). Each
     sample's gradient comes from its own forward and backward pass, vectorized over the
     samples with ``tf.vectorized_map`` and compiled (O(S) work, not a Python loop and not the
     O(S²) Jacobian of a batch); their sample variance is returned.
@@ -198,8 +214,9 @@ def elbo_gradient(
     surrogate : tfp.distributions.Distribution
         :math:`q_\lambda`, batch shape ``[]``, built on trainable variables. The
         reparameterization estimators need a fully reparameterized ``surrogate``; the
-        score function works for any, discrete ones included.
-    estimator : {"reparameterization", "path_derivative", "score_function"}
+        score function works for any, discrete ones included; ``"stratified"`` needs a
+        mixture (``vicourse.make_surrogate("mixture", ...)``).
+    estimator : {"reparameterization", "path_derivative", "score_function", "stratified"}
         Which estimator (see above and :data:`ESTIMATORS`).
     num_samples : int, default 1
         :math:`S`, draws per estimate.
@@ -223,9 +240,9 @@ def elbo_gradient(
     ------
     TypeError, ValueError
         For an unknown estimator (the message lists the valid ones), a reparameterization
-        estimator with a non-reparameterized ``surrogate``, a surrogate without trainable
-        variables or with a batch shape, a bad count or seed, or a ``log_joint`` that fails,
-        or returns another shape or dtype.
+        estimator with a non-reparameterized ``surrogate``, ``"stratified"`` with one that is
+        not a mixture, a surrogate without trainable variables or with a batch shape, a bad
+        count or seed, or a ``log_joint`` that fails, or returns another shape or dtype.
 
     Notes
     -----
@@ -264,8 +281,13 @@ def _per_sample_gradients(fn, owner, surrogate, seed, estimator, num_samples):
 
     def one(sample_seed):
         with tf.GradientTape() as tape:
-            z = surrogate.sample(1, seed=sample_seed)
-            value, objective = _objectives(_evaluate(fn, owner, z), surrogate, z, estimator)
+            if estimator == "stratified":
+                value = objective = stratified_elbo_terms(
+                    lambda z: _evaluate(fn, owner, z), surrogate, 1, sample_seed
+                )
+            else:
+                z = surrogate.sample(1, seed=sample_seed)
+                value, objective = _objectives(_evaluate(fn, owner, z), surrogate, z, estimator)
             objective = tf.reduce_sum(objective)
         gradients = tape.gradient(objective, variables)
         gradients = [
@@ -316,6 +338,15 @@ def _scaled_log_joint(fn, owner, z, data, batch, scale):
     return prior + scale * (full - prior)
 
 
+def _apply_constraint(variable):
+    """Project ``variable`` back onto its constraint after an update, as Keras optimizers do.
+    The masked layers of ``tfb.AutoregressiveNetwork`` (MADE) keep their masks this way:
+    without it, an autoregressive flow stops being autoregressive, and invertible."""
+    constraint = getattr(variable, "constraint", None)
+    if constraint is not None:
+        variable.assign(constraint(variable))
+
+
 def _vi_step(fn, owner, surrogate, optimizer, state, step, total, rate, seed, data, scale, cfg):
     """One optimization step; returns the new optimizer state and the ELBO estimate."""
     variables = surrogate.trainable_variables
@@ -325,9 +356,17 @@ def _vi_step(fn, owner, surrogate, optimizer, state, step, total, rate, seed, da
     if data is not None:
         batch = _minibatch(data, cfg.batch_size, batch_seed) if cfg.batch_size else data
     with tf.GradientTape() as tape:
-        z = surrogate.sample(cfg.num_samples, seed=sample_seed)
-        log_p = _scaled_log_joint(fn, owner, z, data, batch, scale)
-        value, objective = _objectives(log_p, surrogate, z, cfg.estimator)
+        if cfg.estimator == "stratified":
+            value = objective = stratified_elbo_terms(
+                lambda z: _scaled_log_joint(fn, owner, z, data, batch, scale),
+                surrogate,
+                cfg.num_samples,
+                sample_seed,
+            )
+        else:
+            z = surrogate.sample(cfg.num_samples, seed=sample_seed)
+            log_p = _scaled_log_joint(fn, owner, z, data, batch, scale)
+            value, objective = _objectives(log_p, surrogate, z, cfg.estimator)
         loss = -tf.reduce_mean(objective)
     gradients = [
         tf.zeros_like(v) if g is None else g
@@ -337,6 +376,7 @@ def _vi_step(fn, owner, surrogate, optimizer, state, step, total, rate, seed, da
         state, increments = adam_update(state, gradients, cosine_learning_rate(rate, step, total))
         for variable, increment in zip(variables, increments, strict=True):
             variable.assign_add(increment)
+            _apply_constraint(variable)
     else:
         optimizer.apply_gradients(zip(gradients, variables, strict=True))
     return state, tf.reduce_mean(value)
@@ -533,9 +573,9 @@ def fit_vi(
     surrogate: tfd.Distribution,
     *,
     num_steps: int,
-    estimator: Literal["reparameterization", "path_derivative", "score_function"] = (
-        "reparameterization"
-    ),
+    estimator: Literal[
+        "reparameterization", "path_derivative", "score_function", "stratified"
+    ] = "reparameterization",
     num_samples: int = 1,
     learning_rate: float | None = None,
     optimizer=None,
@@ -592,8 +632,10 @@ def fit_vi(
         ``build_factored_surrogate_posterior`` builder).
     num_steps : int
         Optimization steps.
-    estimator : {"reparameterization", "path_derivative", "score_function"}
-        The gradient estimator (:data:`ESTIMATORS`).
+    estimator : {"reparameterization", "path_derivative", "score_function", "stratified"}
+        The gradient estimator (:data:`ESTIMATORS`); ``"stratified"`` for a mixture
+        surrogate, with :math:`S` draws from each of its :math:`K` components per step
+        (see :func:`elbo_gradient`).
     num_samples : int, default 1
         :math:`S`, Monte Carlo draws per step.
     learning_rate : float, optional
@@ -638,7 +680,8 @@ def fit_vi(
 
     Notes
     -----
-    Taught in :doc:`/book/chapters/06_reparameterization`; reused in chapters 7–10.
+    Taught in :doc:`/book/chapters/06_reparameterization`; reused in chapters 7–10 (the
+    stratified estimator for mixtures in :doc:`/book/chapters/09_richer_families`).
     """
     _check_surrogate(surrogate)
     _check_estimator(estimator, surrogate)
