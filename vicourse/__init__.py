@@ -51,6 +51,14 @@ from vicourse.evidence import (  # noqa: E402
     normal_normal_posterior,
 )
 from vicourse.families import make_surrogate  # noqa: E402
+from vicourse.targets import (  # noqa: E402
+    Target,
+    banana,
+    bimodal,
+    correlated_gaussian,
+    eight_schools,
+    funnel,
+)
 from vicourse.gradients import ELBOGradient, VIFit, elbo_gradient, fit_vi  # noqa: E402
 from vicourse.kl import (  # noqa: E402
     KLEstimate,
@@ -110,8 +118,14 @@ __all__ = [
     "VIFit",
     "elbo_gradient",
     "fit_vi",
-    # chapter 9: richer variational families (targets with known answers in vicourse.targets)
+    # chapter 9: richer variational families, and targets with known answers
     "make_surrogate",
+    "Target",
+    "banana",
+    "bimodal",
+    "correlated_gaussian",
+    "eight_schools",
+    "funnel",
     # chapter 10: checking a fit (reference_posterior is used from chapter 6 on)
     "PSISDiagnostic",
     "PosteriorComparison",

@@ -543,7 +543,7 @@ def compare_posteriors(
         mean, sd = _summary(value, "approximations", num_samples, seeds[1 + k])
         if mean.shape != ref_mean.shape:
             raise ValueError(
-                f"`approximations`[{label!r}] has {mean.size} coordinates, the reference "
+                f"`approximations`[{label!r}] has {mean.size} coordinates and `reference` "
                 f"{ref_mean.size}: compare posteriors over the same variables."
             )
         means[label], sds[label] = mean, sd
