@@ -455,7 +455,7 @@ def _summary(value, name, num_samples, seed):
 
 
 def _format_table(coordinates, ref_mean, ref_sd, names, errors, ratios) -> str:
-    width = max(12, *(len(n) + 2 for n in names))
+    width = max(16, *(len(n) + 2 for n in names))
     head = f"{'':>10} {'reference':>18}" + "".join(f"{n:>{width}}" for n in names)
     sub = f"{'':>10} {'mean (sd)':>18}" + "".join(f"{'err / sd ratio':>{width}}" for _ in names)
     lines = [head, sub]

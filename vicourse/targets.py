@@ -59,9 +59,9 @@ class Target(NamedTuple):
     """The exact posterior mean, shape [D]."""
     sd: np.ndarray
     """The exact posterior standard deviations, shape [D]."""
-    bijector: tfb.Bijector
-    r"""Maps :math:`\mathbb R^D` onto the support (``tfb.Identity()`` when it is
-    :math:`\mathbb R^D`): pass it to :func:`vicourse.make_surrogate`."""
+    bijector: tfb.Bijector | None
+    r"""Maps :math:`\mathbb R^D` onto the support, or ``None`` when the support is
+    :math:`\mathbb R^D`: pass it to :func:`vicourse.make_surrogate`."""
     coordinates: tuple
     """Names of the D coordinates."""
     distribution: tfd.Distribution | None
@@ -134,7 +134,7 @@ def correlated_gaussian(*, dim: int = 2, correlation: float = 0.9, scale: float 
         0.0,
         np.zeros(dim),
         np.full(dim, scale),
-        tfb.Identity(),
+        None,
         _names("z", dim),
         distribution,
     )
@@ -187,7 +187,7 @@ def banana(*, curvature: float = 1.0, scale: float = 1.0) -> Target:
         0.0,
         np.zeros(2),
         np.array([s, s * np.sqrt(1 + 2 * b**2)]),
-        tfb.Identity(),
+        None,
         ("z1", "z2"),
         None,
     )
@@ -245,7 +245,7 @@ def funnel(*, dim: int = 2, scale: float = 3.0) -> Target:
         0.0,
         np.zeros(dim),
         sd,
-        tfb.Identity(),
+        None,
         ("v", *_names("x", dim - 1)),
         None,
     )
@@ -301,7 +301,7 @@ def bimodal(*, dim: int = 2, distance: float = 2.0, sd: float = 0.6) -> Target:
         0.0,
         np.zeros(dim),
         sds,
-        tfb.Identity(),
+        None,
         _names("z", dim),
         distribution,
     )
