@@ -260,6 +260,43 @@ REFERENCE_MODEL = tfd.JointDistributionNamed(
 )
 
 
+PINNED_MODEL = REFERENCE_MODEL.experimental_pin(x=X_1D)  # one object: one compiled loop
+
+
+def _blanket(z):
+    """The Markov blanket of the single factor of a one-variable q: all of log p, [S, 1]."""
+    return _log_joint(z)[:, tf.newaxis]
+
+
+def _dependent_joint():
+    """A joint q whose second part depends on the first: not mean-field."""
+    return tfd.JointDistributionNamed(
+        dict(
+            a=tfd.Normal(tf.Variable(F64(0.0)), F64(1.0)),
+            b=lambda a: tfd.Normal(a, F64(1.0)),
+        )
+    )
+
+
+def _mixture_surrogate():
+    return tfd.JointDistributionNamed(
+        dict(
+            c=tfd.Independent(tfd.Categorical(logits=tf.Variable(np.zeros((6, 2)))), 1),
+            mu=tfd.Independent(tfd.Normal(tf.Variable(np.zeros((2, 1))), F64(1.0)), 2),
+        )
+    )
+
+
+def _discrete_pinned():
+    model = tfd.JointDistributionNamed(
+        dict(
+            c=tfd.Bernoulli(probs=F64(0.5)),
+            x=lambda c: tfd.Normal(tf.cast(c, tf.float64), F64(1.0)),
+        )
+    )
+    return model.experimental_pin(x=F64(0.3))
+
+
 def _gmm_state():
     return vicourse.GMMState(tf.constant([[0.0, 1.0], [5.0, 4.0]]), tf.ones(2))
 
@@ -267,6 +304,25 @@ def _gmm_state():
 def _gmm_phi():
     return np.tile([[0.5, 0.5]], (6, 1))
 
+
+def _minibatches(x, size=3, drop=True):
+    return tf.data.Dataset.from_tensor_slices(x).batch(size, drop_remainder=drop).repeat()
+
+
+def _pair(batch):
+    return batch, batch
+
+
+def _inf_in_second_batch():
+    x = X_2D.copy()
+    x[4, 0] = np.inf
+    return x
+
+
+ROBBINS_MONRO_KAPPA = [
+    Case("0.5", _const(0.5), ValueError),
+    Case("above 1", _const(1.01), ValueError),
+]
 
 POINTS = data("x", wrong_rank=np.zeros((2, 2, 2)), empty=np.zeros((0, 2)))
 EVENT_SHAPE = [
@@ -588,24 +644,36 @@ CONTRACT: dict[str, Spec] = {
     ),
     "elbo_gradient": Spec(
         vicourse.elbo_gradient,
+        # The score function with both of chapter 7's options: every check applies.
         lambda: dict(
             log_joint=_log_joint,
             surrogate=_trainable_normal(),
-            estimator="reparameterization",
+            estimator="score_function",
             num_samples=4,
             seed=0,
             jit_compile=False,
+            control_variate=True,
+            blanket_log_prob=_blanket,
         ),
         {
             "log_joint": log_density("log_joint"),
             "surrogate": [
                 *distribution(event=False, dtype=False),
                 Case("no variables", lambda v: tfd.Normal(F64(0.0), F64(1.0)), ValueError),
+                Case("not mean-field", lambda v: _dependent_joint(), ValueError),
             ],
-            "estimator": choice(),
-            "num_samples": count(),
+            "estimator": [
+                *choice(),
+                Case("reparameterization, with options", _const("path_derivative"), ValueError),
+            ],
+            "num_samples": [*count(), Case("2, with a control variate", _const(2), ValueError)],
             "seed": SEED,
             "jit_compile": FLAG,
+            "control_variate": FLAG,
+            "blanket_log_prob": [  # None is valid: no Rao-Blackwellization
+                *(c for c in log_density("blanket_log_prob") if c.label != "none"),
+                Case("returns [S]", lambda v: _log_joint, ValueError),
+            ],
         },
         seed="seed",
     ),
@@ -651,6 +719,58 @@ CONTRACT: dict[str, Spec] = {
             "batch_size": [*count(optional=True), Case("above N", _const(7), ValueError)],
             "num_data": [*count(optional=True), Case("not N", _const(7), ValueError)],
             "progress": FLAG,
+            "jit_compile": FLAG,
+            "control_variate": [
+                *FLAG,
+                Case("with reparameterization", _const(True), ValueError),
+            ],
+            "blanket_log_prob": [
+                Case("not callable", _const(3.0), TypeError),
+                Case("with reparameterization", lambda v: _blanket, ValueError),
+            ],
+        },
+        seed="seed",
+    ),
+    "mean_field_factors": Spec(
+        vicourse.mean_field_factors,
+        lambda: dict(surrogate=_mixture_surrogate(), estimator="mixed"),
+        {
+            "surrogate": [
+                *NOT_A_DISTRIBUTION,
+                Case("batch shape [3]", lambda v: tfd.Normal(np.zeros(3), 1.0), ValueError),
+                Case("not mean-field", lambda v: _dependent_joint(), ValueError),
+            ],
+            "estimator": [*choice(), Case("reparameterization", _const("reparameterization"),
+                                          ValueError)],
+        },
+    ),
+    "fit_pinned": Spec(
+        vicourse.fit_pinned,
+        lambda: dict(
+            pinned=PINNED_MODEL,
+            num_steps=3,
+            estimator="reparameterization",
+            num_samples=2,
+            learning_rate=0.05,
+            control_variate=False,
+            seed=0,
+            jit_compile=False,
+        ),
+        {
+            "pinned": [
+                *NOT_A_DISTRIBUTION,
+                Case("not pinned", _const(REFERENCE_MODEL), TypeError),
+                Case("discrete latent", lambda v: _discrete_pinned(), ValueError),
+            ],
+            "num_steps": count(),
+            "estimator": [*choice(), Case("mixed", _const("mixed"), ValueError)],
+            "num_samples": count(),
+            "learning_rate": real(allow_zero=False, optional=True),
+            "control_variate": [
+                *FLAG,
+                Case("with reparameterization", _const(True), ValueError),
+            ],
+            "seed": SEED,
             "jit_compile": FLAG,
         },
         seed="seed",
@@ -778,6 +898,80 @@ CONTRACT: dict[str, Spec] = {
         },
         seed="seed",
     ),
+    "fit_gmm_svi": Spec(
+        vicourse.fit_gmm_svi,
+        lambda: dict(
+            data=X_2D,
+            num_components=2,
+            prior_scale=3.0,
+            noise_scale=1.0,
+            batch_size=3,
+            num_steps=4,
+            tau=1.0,
+            kappa=0.7,
+            seed=0,
+            init=None,
+            num_data=None,
+            progress=False,
+            jit_compile=True,
+        ),
+        {
+            "data": data("data", wrong_rank=np.zeros((2, 2, 2)), empty=np.zeros((0, 2))),
+            "num_components": [*count(), Case("more than N", _const(7), ValueError)],
+            "prior_scale": MIXTURE_SCALE,
+            "noise_scale": MIXTURE_SCALE,
+            "batch_size": count(maximum=6),
+            "num_steps": count(),
+            "tau": real(allow_zero=True),
+            "kappa": [*ROBBINS_MONRO_KAPPA, *real(allow_zero=False)],
+            "seed": SEED,
+            "init": location((2, 2), wrong_shape=np.zeros((3, 2)), optional=True),
+            "num_data": [*count(optional=True), Case("not N", _const(5), ValueError)],
+            "progress": FLAG,
+            "jit_compile": FLAG,
+        },
+        seed="seed",
+        integer_data="data",
+    ),
+    # The same function fed a tf.data.Dataset of [B, D] minibatches (data beyond memory).
+    "fit_gmm_svi[dataset]": Spec(
+        vicourse.fit_gmm_svi,
+        lambda: dict(
+            data=_minibatches(X_2D),
+            num_components=2,
+            prior_scale=3.0,
+            batch_size=3,
+            num_steps=4,
+            seed=0,
+            num_data=6,
+        ),
+        {
+            "data": [
+                Case("unbatched", lambda v: tf.data.Dataset.from_tensor_slices(X_2D), ValueError),
+                Case("partial batches", lambda v: _minibatches(X_2D, drop=False), ValueError),
+                Case("other batch size", lambda v: _minibatches(X_2D, size=2), ValueError),
+                Case("integers", lambda v: _minibatches(X_2D.astype(np.int64)), TypeError),
+                Case("pairs", lambda v: _minibatches(X_2D).map(_pair), TypeError),
+                Case("nan", lambda v: _minibatches(np.full((6, 2), np.nan)), ValueError),
+                Case("inf later", lambda v: _minibatches(_inf_in_second_batch()), ValueError),
+                Case("empty", lambda v: _minibatches(np.zeros((2, 2))), ValueError),
+            ],
+            "num_components": [
+                *count(),
+                Case("more than num_data", _const(7), ValueError),
+                Case("more than B without init", _const(4), ValueError),
+            ],
+            "prior_scale": MIXTURE_SCALE,
+            "batch_size": [*count(), Case("more than num_data", _const(7), ValueError)],
+            "num_data": [
+                *count(optional=True),
+                Case("none", _const(None), ValueError),  # required with a dataset
+                Case("below batch_size", _const(2), ValueError),
+            ],
+            "seed": SEED,
+        },
+        seed="seed",
+    ),
     "correlated_gaussian": Spec(
         vicourse.targets.correlated_gaussian,
         lambda: dict(dim=2, correlation=0.5, scale=1.0),
@@ -849,6 +1043,8 @@ def _numbers(result) -> list[np.ndarray]:
     if isinstance(result, tfd.TransformedDistribution):  # a flow: its weights and base
         return [np.asarray(v) for v in result.trainable_variables] + _numbers(result.distribution)
     if isinstance(result, tfp.bijectors.Bijector):
+        if tf.nest.is_nested(result.forward_min_event_ndims):  # a joint (structured) one
+            return []
         try:
             return [np.asarray(result.forward(np.array([0.0, 1.0, -2.0])))]
         except (ValueError, tf.errors.InvalidArgumentError):  # a bijector of another size
@@ -859,7 +1055,7 @@ def _numbers(result) -> list[np.ndarray]:
         return [n for key in sorted(result) for n in _numbers(result[key])]
     if isinstance(result, (tuple, list)):
         return [n for item in result for n in _numbers(item)]
-    if isinstance(result, (str, type(None), tf.DType)):
+    if isinstance(result, (str, type(None), tf.DType)) or callable(result):  # no numbers
         return []
     return [np.asarray(tf.convert_to_tensor(result))]
 

@@ -26,13 +26,14 @@ GAUSSIAN = targets.correlated_gaussian(correlation=0.9)
 
 
 def test_full_rank_recovers_the_exact_covariance():
-    """The path derivative has zero variance once q = p, so the iterates land exactly
-    (measured error ~1e-14): 1e-6 leaves room for round-off only."""
+    """The path derivative has zero variance once q = p, so the iterates land exactly:
+    after 3,000 steps the measured error is ~1e-16 (after 1,000 it is still ~5e-5 in graph
+    mode, the approach not yet finished). 1e-6 leaves room for round-off only."""
     q = vicourse.make_surrogate("full_rank", [2], seed=0)
     vicourse.fit_vi(
         GAUSSIAN.log_prob,
         q,
-        num_steps=1000,
+        num_steps=3000,
         estimator="path_derivative",
         seed=0,
         jit_compile=False,

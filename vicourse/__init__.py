@@ -10,6 +10,7 @@ from vicourse.runtime import check_environment
 check_environment()
 
 from vicourse import (  # noqa: E402
+    bbvi,
     bounds,
     cavi,
     diagnostics,
@@ -18,8 +19,10 @@ from vicourse import (  # noqa: E402
     gradients,
     kl,
     runtime,
+    svi,
     targets,
 )
+from vicourse.bbvi import fit_pinned, mean_field_factors  # noqa: E402
 from vicourse.bounds import ELBOEstimate, ELBOTerms, elbo, elbo_terms  # noqa: E402
 from vicourse.cavi import (  # noqa: E402
     GMMFit,
@@ -51,14 +54,6 @@ from vicourse.evidence import (  # noqa: E402
     normal_normal_posterior,
 )
 from vicourse.families import make_surrogate  # noqa: E402
-from vicourse.targets import (  # noqa: E402
-    Target,
-    banana,
-    bimodal,
-    correlated_gaussian,
-    eight_schools,
-    funnel,
-)
 from vicourse.gradients import ELBOGradient, VIFit, elbo_gradient, fit_vi  # noqa: E402
 from vicourse.kl import (  # noqa: E402
     KLEstimate,
@@ -68,11 +63,21 @@ from vicourse.kl import (  # noqa: E402
     kl_divergence,
     standardizing_bijector,
 )
+from vicourse.svi import SVIFit, fit_gmm_svi  # noqa: E402
+from vicourse.targets import (  # noqa: E402
+    Target,
+    banana,
+    bimodal,
+    correlated_gaussian,
+    eight_schools,
+    funnel,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     # modules, one per chapter topic
+    "bbvi",
     "bounds",
     "cavi",
     "diagnostics",
@@ -81,6 +86,7 @@ __all__ = [
     "gradients",
     "kl",
     "runtime",
+    "svi",
     "targets",
     # chapter 1: the evidence
     "ImportanceEstimate",
@@ -113,11 +119,18 @@ __all__ = [
     "gmm_step",
     "mean_field_gaussian",
     "normal_gamma_posterior",
+    # chapter 5: SVI
+    "SVIFit",
+    "fit_gmm_svi",
     # chapter 6: gradient estimators and the VI loop
     "ELBOGradient",
     "VIFit",
     "elbo_gradient",
     "fit_vi",
+    # chapter 7: black-box VI (control variates, Rao-Blackwellization and the "mixed"
+    # estimator are options of elbo_gradient and fit_vi)
+    "fit_pinned",
+    "mean_field_factors",
     # chapter 9: richer variational families, and targets with known answers
     "make_surrogate",
     "Target",

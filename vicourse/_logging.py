@@ -22,11 +22,16 @@ __all__ = ["quiet"]
 
 _OWN_FUNCTIONS = (
     "_per_sample_gradients",
+    "_per_sample_score",
     "_vi_chunk",
     "_vi_step",
     "_reverse_kl_chunk",
     "_cavi_chunk",
     "_nuts",
+    "_array_chunk",
+    "_dataset_chunk",
+    "_svi_step",
+    "_final_pass",
 )
 
 

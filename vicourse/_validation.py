@@ -13,7 +13,7 @@ dtypes are checked.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -35,6 +35,9 @@ __all__ = [
     "check_finite",
     "check_min_count",
     "check_options",
+    "check_finite_result",
+    "check_minibatches",
+    "check_mean_field",
     "check_positive",
     "check_real",
     "check_sample_budget",
@@ -43,6 +46,7 @@ __all__ = [
     "check_shape",
     "common_float_dtype",
     "default_tolerance",
+    "joint_components",
     "mean_and_stderr",
 ]
 
@@ -171,8 +175,13 @@ def check_batch_shape(tensor: tf.Tensor, name: str, batch_shape: Sequence[int]) 
     )
 
 
-def check_count(value, name: str, minimum: int = 1, maximum: int = MAX_INT32) -> int:
-    """Return ``value`` as an ``int`` if it is an integer in ``[minimum, maximum]``."""
+def check_count(
+    value, name: str, minimum: int = 1, maximum: int = MAX_INT32, why: str | None = None
+) -> int:
+    """Return ``value`` as an ``int`` if it is an integer in ``[minimum, maximum]``.
+
+    ``why`` explains a ``maximum`` other than int32's (it replaces the generic reason).
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(
             f"`{name}` must be an int, got {type(value).__name__} {value!r}. "
@@ -182,6 +191,8 @@ def check_count(value, name: str, minimum: int = 1, maximum: int = MAX_INT32) ->
     if value < minimum:
         raise ValueError(f"`{name}` must be at least {minimum}, got {value}.")
     if value > maximum:
+        if why is not None:
+            raise ValueError(f"`{name}` must be at most {maximum:,} ({why}), got {value:,}.")
         reason = (
             "it would overflow TensorFlow's int32 counters and shapes"
             if maximum == MAX_INT32
@@ -202,8 +213,12 @@ def check_real(
     high: float | None = None,
     low_inclusive: bool = True,
     high_inclusive: bool = True,
+    why: str = "",
 ) -> float:
-    """Return ``value`` as a ``float`` if it is a finite real number in the given range."""
+    """Return ``value`` as a ``float`` if it is a finite real number in the given range.
+
+    ``why``, if given, says in the error message where the range comes from.
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         array = _concrete(value)
         if (
@@ -220,6 +235,8 @@ def check_real(
     lo = "" if low is None else (f">= {low}" if low_inclusive else f"> {low}")
     hi = "" if high is None else (f"<= {high}" if high_inclusive else f"< {high}")
     wanted = " and ".join(part for part in (lo, hi) if part) or "finite"
+    if why:
+        wanted = f"{wanted} ({why})"
     if not np.isfinite(value):
         raise ValueError(f"`{name}` must be a finite number ({wanted}), got {value}.")
     if low is not None and (value < low or (value == low and not low_inclusive)):
@@ -266,6 +283,51 @@ def as_points(x, name: str = "x") -> tf.Tensor:
         raise ValueError(f"`{name}` is empty (shape {x.shape.as_list()}); pass at least one point.")
     check_finite(x, name)
     return x
+
+
+def check_minibatches(dataset, name: str, batch_size: int) -> tf.TensorSpec:
+    """Check that ``dataset`` is a ``tf.data.Dataset`` of float minibatches of shape
+    ``[batch_size, D]`` (static), and return its element spec.
+
+    Only the element spec is checked here: the values are read later, so their finiteness
+    is checked on the results (:func:`check_finite_result`).
+    """
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(f"`{name}` must be a tf.data.Dataset, got {type(dataset).__name__}.")
+    spec = dataset.element_spec
+    if not isinstance(spec, tf.TensorSpec):
+        raise TypeError(
+            f"`{name}` must yield single tensors of shape [B, D], got elements {spec}. "
+            f"Map it to the data alone, e.g. {name}.map(lambda x, y: x)."
+        )
+    if spec.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"`{name}` must yield float32 or float64 minibatches, got {spec.dtype.name}. "
+            f"Convert them, e.g. {name}.map(lambda x: tf.cast(x, tf.float32))."
+        )
+    shape = spec.shape
+    if shape.rank != 2 or shape[1] is None or shape[1] == 0 or shape[0] != batch_size:
+        raise ValueError(
+            f"`{name}` must yield minibatches of the static shape [batch_size, D] = "
+            f"[{batch_size}, D], got {shape}. Batch it with "
+            f".batch({batch_size}, drop_remainder=True), so that every minibatch is full."
+        )
+    return spec
+
+
+def check_finite_result(tensors, name: str, detail: str) -> None:
+    """Raise ``ValueError`` naming ``name`` if a result computed from it is not finite.
+
+    For inputs whose values cannot be checked up front (a ``tf.data.Dataset`` is read
+    while the algorithm runs); ``detail`` says where the problem appeared.
+    """
+    for tensor in tf.nest.flatten(tensors):
+        value = _concrete(tensor)
+        if value is not None and not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"`{name}` yielded NaN or infinite values: the fit became non-finite "
+                f"{detail}. Remove or impute them in the pipeline first."
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -338,6 +400,44 @@ def check_distribution(value, name: str) -> None:
         ) from None
 
 
+def joint_components(distribution) -> list | None:
+    """``[(label, component), ...]`` of a joint distribution whose components are all
+    distributions (in ``tf.nest.flatten`` order, the order of its samples' parts), or
+    ``None`` if ``distribution`` is not a joint distribution."""
+    if not isinstance(distribution, tfp.distributions.JointDistribution):
+        return None
+    model = getattr(distribution, "model", None)
+    if isinstance(model, Mapping):
+        labels = tf.nest.flatten(type(model)((key, str(key)) for key in model))
+    elif hasattr(model, "_fields"):  # a namedtuple
+        labels = list(model._fields)
+    elif isinstance(model, (list, tuple)):
+        labels = [str(i) for i in range(len(model))]
+    else:
+        return []  # a coroutine model: no static list of components
+    return list(zip(labels, tf.nest.flatten(model), strict=True))
+
+
+def check_mean_field(distribution, name: str) -> None:
+    """Raise unless ``distribution`` is a product of independent parts: a joint distribution
+    (``JointDistributionNamed``/``Sequential``) whose components are all distributions, none
+    depending on another, or any other (single) distribution."""
+    built = built_distribution(distribution)
+    components = joint_components(built)
+    if components is None:
+        return
+    dependent = [
+        label for label, part in components if not isinstance(part, tfp.distributions.Distribution)
+    ]
+    if not components or dependent:
+        which = f" (components {dependent} depend on others)" if dependent else ""
+        raise ValueError(
+            f"`{name}` must be mean-field, a product of independent factors{which}. Build it "
+            "as a tfd.JointDistributionNamed or tfd.JointDistributionSequential of "
+            "distributions, each a tfd.Independent of per-coordinate factors."
+        )
+
+
 def check_same_space(first, second, names: tuple[str, str], *, batch: bool = True) -> None:
     """Raise unless two distributions share an event shape, a dtype and (if ``batch``) a
     batch shape. Nothing is broadcast between them."""
@@ -363,26 +463,52 @@ def check_same_space(first, second, names: tuple[str, str], *, batch: bool = Tru
         )
 
 
+def _shape_list(shape):
+    """A TensorShape, or a joint distribution's structure of them, with plain lists."""
+    if isinstance(shape, tf.TensorShape):
+        return shape.as_list()
+    return tf.nest.map_structure(lambda part: tf.TensorShape(part).as_list(), shape)
+
+
+def _num_elements(shape) -> int:
+    total = 1
+    for dim in tf.TensorShape(shape).as_list():
+        total *= dim if dim is not None else 1
+    return total
+
+
 def check_scalar_batch(distribution, name: str) -> None:
-    """Raise unless ``distribution`` has batch shape [] (one problem at a time)."""
-    if distribution.batch_shape.rank != 0:
+    """Raise unless ``distribution`` has batch shape [] (one problem at a time); for a joint
+    distribution, every component's batch shape must be []."""
+    shapes = tf.nest.flatten(distribution.batch_shape)
+    if any(tf.TensorShape(shape).rank != 0 for shape in shapes):
         raise ValueError(
-            f"`{name}` must have batch shape [], got {distribution.batch_shape.as_list()}. "
+            f"`{name}` must have batch shape [], got {_shape_list(distribution.batch_shape)}. "
             "Fit one problem at a time; tfd.Independent turns a batch into an event."
         )
 
 
 def check_sample_budget(num_samples: int, distribution, name: str = "num_samples") -> None:
     """Raise ``ValueError`` if ``num_samples`` draws would not fit in one int32-indexed tensor."""
-    per_draw = 1
-    for dim in distribution.batch_shape.as_list() + distribution.event_shape.as_list():
-        per_draw *= dim if dim is not None else 1
+    # A joint distribution has one event shape (and batch shape) per part.
+    batch = max(_num_elements(part) for part in tf.nest.flatten(distribution.batch_shape))
+    event = sum(_num_elements(part) for part in tf.nest.flatten(distribution.event_shape))
+    per_draw = batch * event
     if num_samples * per_draw > MAX_INT32:
         raise ValueError(
             f"`{name}` = {num_samples:,} draws of {per_draw:,} numbers each would need a tensor "
             f"of {num_samples * per_draw:,} elements, more than TensorFlow indexes "
             f"({MAX_INT32:,}). Use fewer samples, or average several calls."
         )
+
+
+def _describe_sample(z) -> str:
+    """'shape [S, ...] and dtype ...' of a sample, or of each part of a joint sample."""
+    parts = tf.nest.flatten(z)
+    if len(parts) == 1 and not tf.nest.is_nested(z):
+        return f"shape {parts[0].shape.as_list()} and dtype {parts[0].dtype.name}"
+    shapes = tf.nest.map_structure(lambda v: f"{v.shape.as_list()} {v.dtype.name}", z)
+    return f"parts {shapes}"
 
 
 def call_log_density(
@@ -392,26 +518,30 @@ def call_log_density(
     expected_shape: Sequence[int],
     dtype: tf.DType,
     source: str,
+    what: str = "one value per sample",
+    layout: str = "[S, *batch]",
 ) -> tf.Tensor:
     """Call a user's log-density on ``z`` and check its output before any arithmetic.
 
-    The result must have exactly ``expected_shape`` (``[S, *batch]``) and ``dtype``: a shape
-    such as ``[S, 1]`` would otherwise broadcast against ``[S]`` into ``[S, S]``.
+    The result must have exactly ``expected_shape`` (``[S, *batch]``, or the ``layout`` that
+    ``what`` describes) and ``dtype``: a shape such as ``[S, 1]`` would otherwise broadcast against
+    ``[S]`` into ``[S, S]``. ``z`` may be a structure (a joint distribution's sample).
     """
     if not callable(fn):
         raise TypeError(
             f"`{name}` must be callable (z -> log-density of shape [S, *batch]), got "
             f"{type(fn).__name__}."
         )
+    z_dtype = tf.nest.flatten(z)[0].dtype
     try:
         value = fn(z)
     except (tf.errors.InvalidArgumentError, TypeError, ValueError) as err:
         detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise TypeError(
-            f"`{name}` failed when called on z of shape {z.shape.as_list()} and dtype "
-            f"{z.dtype.name} (drawn from `{source}`): {detail}. Check that it accepts a batch "
-            f"of samples on the first axis and computes in {z.dtype.name}; build `{source}` "
-            "from parameters of your model's dtype."
+            f"`{name}` failed when called on z of {_describe_sample(z)} (drawn from "
+            f"`{source}`): {detail}. Check that it accepts a batch of samples on the first "
+            f"axis and computes in {z_dtype.name}; build `{source}` from parameters of your "
+            "model's dtype."
         ) from err
     try:
         value = tf.convert_to_tensor(value)
@@ -426,8 +556,8 @@ def call_log_density(
     expected = list(expected_shape)
     if value.shape.rank is not None and value.shape.as_list() != expected:
         raise ValueError(
-            f"`{name}` must return one value per sample, shape {expected} ([S, *batch]), got "
-            f"shape {value.shape.as_list()}. Sum over data points and event axes inside it; "
+            f"`{name}` must return {what}, shape {expected} ({layout}), got shape "
+            f"{value.shape.as_list()}. Sum over data points and event axes inside it; "
             "nothing is broadcast."
         )
     return value

@@ -57,6 +57,8 @@ __all__ = [
 # one compilation serves every num_iters.
 _CHUNK_ITERS = 256
 
+_LOG_2PI = math.log(2.0 * math.pi)
+
 
 # ---------------------------------------------------------------------------------------
 # Bayesian mixture of Gaussians
@@ -117,22 +119,30 @@ class _Model(NamedTuple):
     noise_var: tf.Tensor  # sigma^2
 
 
-def _model(x, prior_var, noise_var) -> _Model:
+def _model(x, prior_var, noise_var, center=None) -> _Model:
     # Every formula is invariant to where the coordinates are centred; centring at the data
     # mean keeps x_i^T m_k and ||x_i||^2 from cancelling catastrophically in float32 when the
-    # data sit far from the origin relative to their spread.
-    center = tf.reduce_mean(x, axis=0)
+    # data sit far from the origin relative to their spread. SVI passes a fixed centre, so
+    # that every minibatch is expressed in the same coordinates.
+    if center is None:
+        center = tf.reduce_mean(x, axis=0)
     centred = x - center
     return _Model(centred, center, tf.reduce_sum(tf.square(centred), -1), prior_var, noise_var)
 
 
 def _responsibilities(model: _Model, state: GMMState):
-    """log phi_ik = (x_i^T m_k - E||mu_k||^2 / 2) / sigma^2 + const, normalized over k."""
+    """(phi, log phi): log phi_ik = (x_i^T m_k - E||mu_k||^2 / 2) / sigma^2 + const,
+    normalized over k."""
     dim = tf.cast(tf.shape(model.centred)[1], model.centred.dtype)
     loc = state.means_loc - model.center
     expected_sq_norm = dim * state.means_var + tf.reduce_sum(tf.square(loc), -1)
     logits = tf.matmul(model.centred, loc, transpose_b=True) - 0.5 * expected_sq_norm
-    return tf.nn.log_softmax(logits / model.noise_var, axis=-1)
+    # phi and log phi from one exp per entry (log_softmax then exp would take two).
+    shifted = logits / model.noise_var
+    shifted -= tf.reduce_max(shifted, axis=-1, keepdims=True)
+    weights = tf.exp(shifted)
+    total = tf.reduce_sum(weights, axis=-1, keepdims=True)
+    return weights / total, shifted - tf.math.log(total)
 
 
 def _stats(model: _Model, phi, log_phi) -> _Stats:
@@ -144,28 +154,74 @@ def _stats(model: _Model, phi, log_phi) -> _Stats:
     )
 
 
+class _Natural(NamedTuple):
+    """q(mu_k) = N(m_k, s_k^2 I) in natural parameters, in coordinates centred at a point c
+    (chapter 5): eta1 = 1/s_k^2 and eta2 = (m_k - c)/s_k^2. Any fixed c gives the same
+    updates (eta2 - c eta1 is the uncentred m_k/s_k^2, an affine change); a c among the data
+    keeps eta2 accurate in float32."""
+
+    precision: tf.Tensor  # eta1, [K]
+    shift: tf.Tensor  # eta2, [K, D]
+
+
+def _to_natural(state: GMMState, center) -> _Natural:
+    precision = tf.math.reciprocal(state.means_var)
+    return _Natural(precision, (state.means_loc - center) * precision[:, tf.newaxis])
+
+
+def _from_natural(natural: _Natural, center) -> GMMState:
+    var = tf.math.reciprocal(natural.precision)
+    return GMMState(center + natural.shift * var[:, tf.newaxis], var)
+
+
+def _natural_means(model: _Model, stats: _Stats, scale=1.0) -> _Natural:
+    """The optimal q(mu_k) in natural parameters about the model's centre c, with the data
+    terms weighted by ``scale``: eta1 = 1/tau^2 + scale N_k/sigma^2 and
+    eta2 = -c/tau^2 + scale sum_i phi_ik (x_i - c)/sigma^2 (the prior's mean 0 is -c in
+    these coordinates). CAVI uses scale 1; SVI uses N/B, as if its minibatch were the
+    data replicated N/B times."""
+    precision = tf.math.reciprocal(model.prior_var) + scale * stats.counts / model.noise_var
+    shift = scale * stats.weighted_sums / model.noise_var - model.center / model.prior_var
+    return _Natural(precision, shift)
+
+
 def _optimal_means(model: _Model, stats: _Stats) -> GMMState:
     """q(mu_k): s_k^2 = 1 / (1/tau^2 + N_k/sigma^2), m_k = s_k^2 sum_i phi_ik x_i / sigma^2."""
-    var = tf.math.reciprocal(tf.math.reciprocal(model.prior_var) + stats.counts / model.noise_var)
-    sums = stats.weighted_sums + stats.counts[:, tf.newaxis] * model.center
-    return GMMState(sums * (var / model.noise_var)[:, tf.newaxis], var)
+    return _from_natural(_natural_means(model, stats), model.center)
 
 
-def _elbo_from_stats(model: _Model, stats: _Stats, state: GMMState):
-    """Closed-form ELBO from the sufficient statistics: O(K D) beyond the update."""
+def _elbo_from_stats(model: _Model, stats: _Stats, state: GMMState, scale=1.0):
+    """Closed-form ELBO from the sufficient statistics: O(K D) beyond the update.
+
+    The global terms (prior and entropy of the means) plus ``scale`` times the local terms
+    of the points behind ``stats``: scale 1 for all the data, N/B for a minibatch of B.
+    """
+    return _global_terms(model, state) + scale * _local_terms(model, stats, state)
+
+
+def _global_terms(model: _Model, state: GMMState):
+    """sum_k E[log p(mu_k)] + H[q(mu_k)]."""
     dtype = model.centred.dtype
-    log_2pi = math.log(2.0 * math.pi)
+    dim = tf.cast(tf.shape(model.centred)[1], dtype)
+    # E||mu_k||^2 about the origin (the prior's centre).
+    expected_sq = dim * state.means_var + tf.reduce_sum(tf.square(state.means_loc), -1)
+    log_prior_means = tf.reduce_sum(
+        -0.5 * dim * (_LOG_2PI + tf.math.log(model.prior_var))
+        - expected_sq / (2.0 * model.prior_var)
+    )
+    entropy_means = tf.reduce_sum(0.5 * dim * (_LOG_2PI + 1.0 + tf.math.log(state.means_var)))
+    return log_prior_means + entropy_means
+
+
+def _local_terms(model: _Model, stats: _Stats, state: GMMState):
+    """sum_i (E[log p(c_i)] + E[log p(x_i | c_i, mu)] + H[q(c_i)]) over the model's points."""
+    dtype = model.centred.dtype
     num_points = tf.cast(tf.shape(model.centred)[0], dtype)
     dim = tf.cast(tf.shape(model.centred)[1], dtype)
     num_components = tf.cast(tf.shape(state.means_var)[0], dtype)
-    # E||mu_k||^2 about the origin (the prior) and about the centre (the likelihood).
-    expected_sq = dim * state.means_var + tf.reduce_sum(tf.square(state.means_loc), -1)
+    # E||mu_k - c||^2 about the centre c of the data's coordinates.
     loc = state.means_loc - model.center
     expected_sq_centred = dim * state.means_var + tf.reduce_sum(tf.square(loc), -1)
-    log_prior_means = tf.reduce_sum(
-        -0.5 * dim * (log_2pi + tf.math.log(model.prior_var))
-        - expected_sq / (2.0 * model.prior_var)
-    )
     log_prior_labels = -num_points * tf.math.log(num_components)
     squared_error = (
         tf.reduce_sum(stats.weighted_sq)
@@ -173,17 +229,20 @@ def _elbo_from_stats(model: _Model, stats: _Stats, state: GMMState):
         + tf.reduce_sum(stats.counts * expected_sq_centred)
     )
     log_likelihood = -0.5 * num_points * dim * (
-        log_2pi + tf.math.log(model.noise_var)
+        _LOG_2PI + tf.math.log(model.noise_var)
     ) - squared_error / (2.0 * model.noise_var)
-    entropy_means = tf.reduce_sum(0.5 * dim * (log_2pi + 1.0 + tf.math.log(state.means_var)))
-    return log_prior_means + log_prior_labels + log_likelihood - stats.neg_entropy + entropy_means
+    return log_prior_labels + log_likelihood - stats.neg_entropy
+
+
+def _local_step(model: _Model, state: GMMState):
+    """The optimal q(c_i) of every point of ``model`` given q(mu), and its statistics."""
+    phi, log_phi = _responsibilities(model, state)
+    return phi, _stats(model, phi, log_phi)
 
 
 def _gmm_step(model: _Model, state: GMMState):
     """One sweep: all q(c_i), then all q(mu_k); the closed-form ELBO after it."""
-    log_phi = _responsibilities(model, state)
-    phi = tf.exp(log_phi)
-    stats = _stats(model, phi, log_phi)
+    phi, stats = _local_step(model, state)
     new_state = _optimal_means(model, stats)
     return new_state, phi, _elbo_from_stats(model, stats, new_state)
 
@@ -191,26 +250,37 @@ def _gmm_step(model: _Model, state: GMMState):
 _NOT_GIVEN = object()
 
 
-def _gmm_data(x, num_components, prior_scale, noise_scale):
+def _gmm_data(x, num_components, prior_scale, noise_scale, name="x"):
     """Validate the mixture's data and hyperparameters (shared by every mixture function).
 
-    ``num_components=_NOT_GIVEN`` skips the count, for functions that read K from a state.
+    ``num_components=_NOT_GIVEN`` skips the count, for functions that read K from a state;
+    ``name`` is the data argument's name in the caller's signature.
     """
-    x = as_points(x, "x")
+    x = as_points(x, name)
     if num_components is not _NOT_GIVEN:
-        num_components = check_count(num_components, "num_components")
-        if num_components > x.shape[0]:
-            raise ValueError(
-                f"`num_components` ({num_components}) exceeds the number of points "
-                f"({x.shape[0]}); use at most N clusters."
-            )
+        num_components = _check_num_components(num_components, x.shape[0])
+    return x, num_components, *_gmm_scales(prior_scale, noise_scale, x.dtype)
+
+
+def _check_num_components(num_components, num_points) -> int:
+    num_components = check_count(num_components, "num_components")
+    if num_components > num_points:
+        raise ValueError(
+            f"`num_components` ({num_components}) exceeds the number of points "
+            f"({num_points}); use at most N clusters."
+        )
+    return num_components
+
+
+def _gmm_scales(prior_scale, noise_scale, dtype):
+    """Validate tau and sigma: positive scalars, returned as tensors of ``dtype``."""
     scales = []
     for value, name in ((prior_scale, "prior_scale"), (noise_scale, "noise_scale")):
-        value = as_float_tensor(value, name, x.dtype)
+        value = as_float_tensor(value, name, dtype)
         check_shape(value, name, [], "a scalar")
         check_positive(value, name)
         scales.append(value)
-    return x, num_components, scales[0], scales[1]
+    return scales[0], scales[1]
 
 
 def _check_state(state, x) -> GMMState:
@@ -232,11 +302,16 @@ def _check_state(state, x) -> GMMState:
     return GMMState(loc, var)
 
 
+def _check_init(init, num_components, dim, dtype) -> tf.Tensor:
+    loc = as_float_tensor(init, "init", dtype)
+    check_shape(loc, "init", [num_components, dim], "[num_components, D]")
+    check_finite(loc, "init")
+    return loc
+
+
 def _initial_state(x, num_components, seed, init) -> GMMState:
     if init is not None:
-        loc = as_float_tensor(init, "init", x.dtype)
-        check_shape(loc, "init", [num_components, x.shape[1]], "[num_components, D]")
-        check_finite(loc, "init")
+        loc = _check_init(init, num_components, x.shape[1], x.dtype)
     else:
         order = tf.argsort(tf.random.stateless_uniform([tf.shape(x)[0]], seed=seed))
         loc = tf.gather(x, order[:num_components])
@@ -401,8 +476,9 @@ def _cavi_chunk(model: _Model, tol, state, phi, previous, count):
     return state, phi, previous, trace, ran, converged
 
 
-_cavi_chunk_xla = tf.function(_cavi_chunk, jit_compile=True)
-_cavi_chunk_graph = tf.function(_cavi_chunk)
+# No AutoGraph: the loop is an explicit tf.while_loop, and converting it costs compile time.
+_cavi_chunk_xla = tf.function(_cavi_chunk, jit_compile=True, autograph=False)
+_cavi_chunk_graph = tf.function(_cavi_chunk, autograph=False)
 
 
 def _run_cavi(model, state, tol, num_iters, jit_compile):

@@ -11,11 +11,16 @@ Chapter 6 (:doc:`/book/chapters/06_reparameterization`) derives the estimators t
   ("sticking the landing", :cite:t:`roeder2017sticking`);
 - ``"score_function"``: :math:`\nabla_\lambda \log q_\lambda(z)\,(\log p(x, z) - \log
   q_\lambda(z))`, the log-derivative (REINFORCE) estimator, which works for any :math:`q`,
-  discrete ones included :cite:p:`ranganath2014black`;
+  discrete ones included :cite:p:`williams1992simple,ranganath2014black`;
 - ``"stratified"``, for a mixture :math:`q = \sum_k w_k q_k`: one reparameterized draw
   from *every* component, weighted by :math:`w_k`, which makes the estimate differentiable
   in the weights :cite:p:`morningstar2021automatic` (chapter 9,
   :doc:`/book/chapters/09_richer_families`).
+
+Chapter 7 (:doc:`/book/chapters/07_bbvi`) makes the score function usable: control
+variates (``control_variate=True``), Rao-Blackwellization for a mean-field :math:`q`
+(``blanket_log_prob=...``), and ``"mixed"``, the score function for the discrete factors of
+:math:`q` and reparameterization for the continuous ones :cite:p:`ranganath2014black`.
 
 :func:`fit_vi` maximizes the ELBO with any of them, compiled once, full-data or on
 minibatches (doubly stochastic VI, :cite:t:`titsias2014doubly`). Chapters 7–10 reuse it.
@@ -34,6 +39,14 @@ import tensorflow_probability as tfp
 
 from vicourse import _logging  # noqa: F401 (quiets the expected vectorized_map notes)
 from vicourse._optim import adam_init, adam_update, cosine_learning_rate, run_chunked
+from vicourse._score import (
+    components,
+    describe_factors,
+    leave_one_out_control,
+    score_gradients,
+    score_terms,
+    stop_score_parts,
+)
 from vicourse._seed import sanitize_seed
 from vicourse._stratified import check_stratifiable, stratified_elbo_terms
 from vicourse._validation import (
@@ -44,6 +57,7 @@ from vicourse._validation import (
     check_count,
     check_distribution,
     check_finite,
+    check_mean_field,
     check_real,
     check_sample_budget,
     check_scalar_batch,
@@ -53,11 +67,17 @@ tfd = tfp.distributions
 
 __all__ = ["ESTIMATORS", "ELBOGradient", "VIFit", "elbo_gradient", "fit_vi"]
 
-ESTIMATORS = ("reparameterization", "path_derivative", "score_function", "stratified")
-"""The gradient estimators of :func:`elbo_gradient` and :func:`fit_vi`. ``"stratified"``
+ESTIMATORS = ("reparameterization", "path_derivative", "score_function", "mixed", "stratified")
+"""The gradient estimators of :func:`elbo_gradient` and :func:`fit_vi`. ``"mixed"`` uses
+the score function for the parts of a mean-field :math:`q` that are not reparameterized
+(discrete ones) and reparameterization for the others (chapter 7); ``"stratified"``
 applies to mixtures only (chapter 9)."""
 
 _REPARAMETERIZED = ("reparameterization", "path_derivative")
+
+Estimator = Literal[
+    "reparameterization", "path_derivative", "score_function", "mixed", "stratified"
+]
 
 
 _METHOD_CALLERS: dict[str, Callable] = {}
@@ -99,7 +119,9 @@ class ELBOGradient(NamedTuple):
     variances: tuple | None
     """Per-element variance of a *single-sample* estimate (unbiased, over the
     ``num_samples`` per-sample gradients); ``None`` when ``num_samples == 1``. The variance
-    of ``gradients`` itself is this divided by ``num_samples``."""
+    of ``gradients`` itself is this divided by ``num_samples``. (With control variates the
+    per-sample terms share the leave-one-out coefficients, so this holds up to a relative
+    :math:`O(1/S)`.)"""
     elbo: tf.Tensor
     r"""The Monte Carlo ELBO, mean of :math:`\log p(x, z_s) - \log q(z_s)`."""
     per_sample: tuple
@@ -126,8 +148,7 @@ def _objectives(log_p, surrogate, z, estimator):
     r"""Per-sample ``(value, surrogate objective)``: ``value`` is :math:`\log p - \log q`, and
     the gradient of the surrogate objective is that sample's gradient estimate."""
     if estimator == "score_function":
-        fixed = tf.stop_gradient(z)
-        log_q = surrogate.log_prob(fixed)
+        log_q = surrogate.log_prob(_held(z))
         value = tf.stop_gradient(log_p - log_q)
         # grad of log q(z) * f(z), with f and z held fixed: the score times f.
         return value, log_q * value
@@ -137,7 +158,12 @@ def _objectives(log_p, surrogate, z, estimator):
         return value, value
     # path derivative: add log q_lambda(z) at a fixed z, which cancels the value of -log q
     # and subtracts its score term from the gradient (Roeder et al. 2017, eq. 8).
-    return value, value + surrogate.log_prob(tf.stop_gradient(z))
+    return value, value + surrogate.log_prob(_held(z))
+
+
+def _held(z):
+    """``z`` (a tensor, or a joint sample's structure of them) without gradient."""
+    return tf.nest.map_structure(tf.stop_gradient, z)
 
 
 def _log_dtype(surrogate, z):
@@ -145,19 +171,101 @@ def _log_dtype(surrogate, z):
     return surrogate.log_prob(z).dtype
 
 
+def _float_dtype(surrogate) -> tf.DType:
+    """The float dtype of ``surrogate``'s log-densities, known without sampling: its first
+    float part (a joint q may mix float and integer parts), else its variables' dtype."""
+    for dtype in tf.nest.flatten(surrogate.dtype):
+        if tf.as_dtype(dtype).is_floating:
+            return tf.as_dtype(dtype)
+    return tf.as_dtype(surrogate.trainable_variables[0].dtype)
+
+
+def _fully_reparameterized(surrogate) -> bool:
+    """Whether every part of ``surrogate`` (a joint one has one type per part) is."""
+    return all(
+        kind == tfd.FULLY_REPARAMETERIZED
+        for kind in tf.nest.flatten(surrogate.reparameterization_type)
+    )
+
+
 def _check_estimator(estimator, surrogate):
     check_choice(estimator, "estimator", ESTIMATORS)
     if estimator == "stratified":
         check_stratifiable(surrogate)
         return
-    if estimator in _REPARAMETERIZED and (
-        surrogate.reparameterization_type != tfd.FULLY_REPARAMETERIZED
-    ):
+    if estimator in _REPARAMETERIZED and not _fully_reparameterized(surrogate):
         raise ValueError(
             f"estimator={estimator!r} needs a reparameterized `surrogate`, but "
             f"{type(surrogate).__name__} is not (a discrete q, or a mixture built without "
-            "reparameterize=True). Use estimator='score_function', which works for any q."
+            "reparameterize=True). Use estimator='score_function', which works for any q, or "
+            "estimator='mixed' for a mean-field q with discrete and continuous parts."
         )
+    if estimator == "mixed":
+        check_mean_field(surrogate, "surrogate")
+
+
+def _check_score_options(estimator, surrogate, num_samples, control_variate, blanket_log_prob):
+    """Validate ``control_variate`` and ``blanket_log_prob`` against the estimator and q;
+    return the static (control_variate, rao_blackwell) flags."""
+    control_variate = check_bool(control_variate, "control_variate")
+    rao_blackwell = blanket_log_prob is not None
+    if rao_blackwell and not callable(blanket_log_prob):
+        raise TypeError(
+            "`blanket_log_prob` must be callable (z -> [S, J] log-density terms, one column "
+            f"per score-function factor), got {type(blanket_log_prob).__name__}."
+        )
+    if not (control_variate or rao_blackwell):
+        return control_variate, rao_blackwell
+    option = "`control_variate`" if control_variate else "`blanket_log_prob`"
+    if estimator == "stratified":
+        raise ValueError(
+            f"{option} reduces the variance of the score-function estimator, but "
+            "estimator='stratified' reparameterizes every component of the mixture and has "
+            "no score-function term. Leave it out."
+        )
+    if estimator in _REPARAMETERIZED:
+        raise ValueError(
+            f"{option} reduces the variance of the score-function estimator, but "
+            f"`estimator` is {estimator!r}, which has no score-function term to apply it to. Use "
+            "estimator='score_function' or 'mixed'; for a reparameterized q, "
+            "estimator='path_derivative' already removes the score term (the control "
+            "variate with coefficient 1)."
+        )
+    if rao_blackwell:
+        check_mean_field(surrogate, "surrogate")
+    if not any(part.score for part in components(surrogate, estimator)):
+        raise ValueError(
+            f"{option} has nothing to act on: every part of `surrogate` is reparameterized, "
+            "so estimator='mixed' uses no score function. Leave it out, or use "
+            "estimator='score_function'."
+        )
+    if control_variate and num_samples < 3:
+        raise ValueError(
+            f"`num_samples` must be at least 3 with control_variate=True, got {num_samples}: "
+            "each sample's coefficient is estimated from the other S - 1 samples."
+        )
+    return control_variate, rao_blackwell
+
+
+def _check_blanket(blanket_log_prob, surrogate, estimator, z, data=None):
+    """Call ``blanket_log_prob`` once, eagerly, and check its [S, J] shape and dtype."""
+    parts = components(surrogate, estimator)
+    num_factors = sum(part.size for part in parts if part.score)
+    num_samples = int(tf.shape(tf.nest.flatten(z)[0])[0])
+
+    def call(z):
+        return blanket_log_prob(z) if data is None else blanket_log_prob(z, data)
+
+    call_log_density(
+        call,
+        z,
+        "blanket_log_prob",
+        [num_samples, num_factors],
+        _log_dtype(surrogate, z),
+        "surrogate",
+        what=f"one column per score-function factor of `surrogate` ({describe_factors(parts)})",
+        layout="[S, J]",
+    )
 
 
 def _check_surrogate(surrogate, name="surrogate"):
@@ -171,15 +279,15 @@ def _check_surrogate(surrogate, name="surrogate"):
 
 
 def elbo_gradient(
-    log_joint: Callable[[tf.Tensor], tf.Tensor],
+    log_joint: Callable,
     surrogate: tfd.Distribution,
     *,
-    estimator: Literal[
-        "reparameterization", "path_derivative", "score_function", "stratified"
-    ] = "reparameterization",
+    estimator: Estimator = "reparameterization",
     num_samples: int = 1,
     seed=None,
     jit_compile: bool = False,
+    control_variate: bool = False,
+    blanket_log_prob: Callable | None = None,
 ) -> ELBOGradient:
     r"""Monte Carlo estimate of :math:`\nabla_\lambda \mathrm{ELBO}(\lambda)`, with its variance.
 
@@ -206,20 +314,49 @@ def elbo_gradient(
     samples with ``tf.vectorized_map`` and compiled (O(S) work, not a Python loop and not the
     O(S²) Jacobian of a batch); their sample variance is returned.
 
+    **Chapter 7's variance reductions** :cite:p:`ranganath2014black` apply to the score
+    function. For a mean-field :math:`q(z) = \prod_j q_j(z_j)`, *Rao-Blackwellization*
+    replaces :math:`f` in factor :math:`j`'s score term by the terms of :math:`\log p` in
+    its Markov blanket, :math:`b_j(z)`, and its own :math:`\log q_j`:
+
+    .. math::
+
+        \hat g_s = \sum_j \nabla_\lambda \log q_j(z_{sj})\,\big(b_j(z_s) - \log
+        q_j(z_{sj})\big),
+
+    unbiased because the dropped terms do not depend on :math:`z_j`, and
+    :math:`\mathbb E_{q_j}[\nabla \log q_j] = 0`. The *control variate* subtracts
+    :math:`\hat a\, h_s` with :math:`h_s = \nabla_\lambda \log q(z_s)` (mean zero), per
+    element of :math:`\lambda`, with the variance-minimizing coefficient
+    :math:`a^\ast = \mathrm{Cov}(\hat g, h) / \mathrm{Var}(h)`
+    :cite:p:`paisley2012variational,ranganath2014black`. Estimating :math:`a^\ast` from the
+    same samples would bias the estimate (:math:`\hat a` and :math:`h_s` would be
+    correlated); here sample :math:`s` uses :math:`\hat a_{-s}`, estimated from the *other*
+    :math:`S - 1` samples (leave-one-out), so :math:`\mathbb E[\hat a_{-s} h_s] =
+    \mathbb E[\hat a_{-s}]\,\mathbb E[h_s] = 0` and the estimate stays unbiased at no extra
+    sampling cost (a separate batch would be unbiased too, but costs samples). All
+    :math:`S` coefficients cost :math:`O(S)`. ``"mixed"`` applies the score function (with
+    either option) to the parts of :math:`q` that are not reparameterized and
+    differentiates through the samples of the others.
+
     Parameters
     ----------
     log_joint : callable
-        Maps ``z`` of shape ``[S, *event]`` to :math:`\log p(x, z)` of shape exactly ``[S]``
-        and ``surrogate``'s dtype.
+        Maps ``z`` of shape ``[S, *event]`` (a dict or list of such for a joint
+        ``surrogate``) to :math:`\log p(x, z)` of shape exactly ``[S]`` and ``surrogate``'s
+        dtype.
     surrogate : tfp.distributions.Distribution
         :math:`q_\lambda`, batch shape ``[]``, built on trainable variables. The
         reparameterization estimators need a fully reparameterized ``surrogate``; the
-        score function works for any, discrete ones included; ``"stratified"`` needs a
-        mixture (``vicourse.make_surrogate("mixture", ...)``).
-    estimator : {"reparameterization", "path_derivative", "score_function", "stratified"}
+        score function works for any, discrete ones included. ``"mixed"`` and
+        ``blanket_log_prob`` need a mean-field one: a ``tfd.JointDistributionNamed`` or
+        ``tfd.JointDistributionSequential`` of independent parts, or a single distribution.
+        ``"stratified"`` needs a mixture (``vicourse.make_surrogate("mixture", ...)``).
+    estimator : {"reparameterization", "path_derivative", "score_function", "mixed", \
+"stratified"}
         Which estimator (see above and :data:`ESTIMATORS`).
     num_samples : int, default 1
-        :math:`S`, draws per estimate.
+        :math:`S`, draws per estimate (at least 3 with ``control_variate``).
     seed : int or Tensor of shape [2], optional
         Stateless seed; the same seed gives the same estimate.
     jit_compile : bool, default False
@@ -228,41 +365,73 @@ def elbo_gradient(
         sample (Gamma, Beta and Dirichlet use rejection sampling) cannot be vectorized into
         an XLA program. Either is built once per ``log_joint``, surrogate structure,
         ``estimator`` and ``num_samples``.
+    control_variate : bool, default False
+        Subtract the leave-one-out control variate from the score-function term (needs
+        ``estimator`` "score_function" or "mixed": with a reparameterization estimator it
+        raises ``ValueError``, since there is no score term to control and
+        ``"path_derivative"`` already removes it).
+    blanket_log_prob : callable, optional
+        Rao-Blackwellize the score-function term: maps ``z`` to ``[S, J]``, column
+        :math:`j` the sum of the :math:`\log p(x, z)` terms that involve factor :math:`j`
+        (its Markov blanket), for the :math:`J` factors the score function applies to, in
+        the order of :func:`~vicourse.bbvi.mean_field_factors`. A factor is one element of the
+        batch shape of a part of ``surrogate`` once its ``tfd.Independent`` wrappers are
+        removed; the parts come in the order of the sample's parts (sorted names for a
+        ``JointDistributionNamed``). It applies to models whose log-density is a sum of
+        terms each involving few factors (local latent variables, mixtures, hierarchical
+        models); its shape and dtype are checked up front, its content is not: a wrong
+        blanket biases the gradient.
 
     Returns
     -------
     ELBOGradient
         ``gradients`` (in the order of ``surrogate.trainable_variables``), ``variances``
         of a single-sample estimate (``None`` for :math:`S = 1`), the Monte Carlo ``elbo``,
-        and the ``per_sample`` gradients.
+        and the ``per_sample`` gradients (with a control variate: the controlled terms,
+        whose mean is the estimate).
 
     Raises
     ------
     TypeError, ValueError
         For an unknown estimator (the message lists the valid ones), a reparameterization
-        estimator with a non-reparameterized ``surrogate``, ``"stratified"`` with one that is
-        not a mixture, a surrogate without trainable variables or with a batch shape, a bad
-        count or seed, or a ``log_joint`` that fails, or returns another shape or dtype.
+        estimator with a non-reparameterized ``surrogate``, a surrogate without trainable
+        variables or with a batch shape, a bad count or seed, a ``log_joint`` that fails,
+        or returns another shape or dtype, a control variate or blanket with a
+        reparameterization estimator, a control variate with fewer than 3 samples, a
+        ``blanket_log_prob`` whose shape does not match the factors, or a ``surrogate``
+        that is not mean-field where one is needed.
 
     Notes
     -----
     Taught in :doc:`/book/chapters/06_reparameterization`; the score-function estimator's
-    variance reduction is chapter 7's subject.
+    variance reduction in :doc:`/book/chapters/07_bbvi`; the stratified estimator for
+    mixtures in :doc:`/book/chapters/09_richer_families`.
     """
     _check_surrogate(surrogate)
     _check_estimator(estimator, surrogate)
     num_samples = check_count(num_samples, "num_samples")
     check_sample_budget(num_samples, surrogate)
     jit_compile = check_bool(jit_compile, "jit_compile")
+    control_variate, rao_blackwell = _check_score_options(
+        estimator, surrogate, num_samples, control_variate, blanket_log_prob
+    )
     seed = sanitize_seed(seed)
     # One eager call on a full batch: a wrong shape or dtype gets a clear error up front.
     z = surrogate.sample(num_samples, seed=seed)
     call_log_density(
         log_joint, z, "log_joint", [num_samples], _log_dtype(surrogate, z), "surrogate"
     )
+    if rao_blackwell:
+        _check_blanket(blanket_log_prob, surrogate, estimator, z)
     fn, owner = _traceable(log_joint)
-    run = _per_sample_gradients_xla if jit_compile else _per_sample_gradients_graph
-    per_sample, values = run(fn, owner, surrogate, seed, estimator, num_samples)
+    cfg = _Config(estimator, num_samples, None, control_variate, rao_blackwell)
+    if _classic(cfg):
+        run = _per_sample_gradients_xla if jit_compile else _per_sample_gradients_graph
+        per_sample, values = run(fn, owner, surrogate, seed, estimator, num_samples)
+    else:
+        blanket_fn, blanket_owner = _traceable(blanket_log_prob)
+        run = _per_sample_score_xla if jit_compile else _per_sample_score_graph
+        per_sample, values = run(fn, owner, blanket_fn, blanket_owner, surrogate, seed, cfg)
     gradients = tuple(tf.reduce_mean(g, axis=0) for g in per_sample)
     variances = None
     if num_samples > 1:
@@ -270,6 +439,13 @@ def elbo_gradient(
             tf.math.reduce_variance(g, axis=0) * num_samples / (num_samples - 1) for g in per_sample
         )
     return ELBOGradient(gradients, variances, tf.reduce_mean(values), tuple(per_sample))
+
+
+def _zeros_for_none(gradients, variables):
+    return [
+        tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+        for g, v in zip(gradients, variables, strict=True)
+    ]
 
 
 def _per_sample_gradients(fn, owner, surrogate, seed, estimator, num_samples):
@@ -289,18 +465,45 @@ def _per_sample_gradients(fn, owner, surrogate, seed, estimator, num_samples):
                 z = surrogate.sample(1, seed=sample_seed)
                 value, objective = _objectives(_evaluate(fn, owner, z), surrogate, z, estimator)
             objective = tf.reduce_sum(objective)
-        gradients = tape.gradient(objective, variables)
-        gradients = [
-            tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-            for g, v in zip(gradients, variables, strict=True)
-        ]
-        return gradients, value[0]
+        return _zeros_for_none(tape.gradient(objective, variables), variables), value[0]
 
     return tf.vectorized_map(one, seeds, fallback_to_while_loop=True)
 
 
 _per_sample_gradients_xla = tf.function(_per_sample_gradients, jit_compile=True)
 _per_sample_gradients_graph = tf.function(_per_sample_gradients)
+
+
+def _per_sample_score(fn, owner, blanket_fn, blanket_owner, surrogate, seed, cfg):
+    """Per-sample gradients of the score-function estimators with chapter 7's options:
+    the reparameterized part :math:`r_s`, the score part :math:`f_s` and the score
+    :math:`h_s` of each sample (one persistent tape), then the leave-one-out control."""
+    variables = surrogate.trainable_variables
+    seeds = tf.random.experimental.stateless_split(seed, cfg.num_samples)
+
+    def one(sample_seed):
+        with tf.GradientTape(persistent=True) as tape:
+            z = stop_score_parts(surrogate, surrogate.sample(1, seed=sample_seed), cfg.estimator)
+            log_p = _evaluate(fn, owner, z)
+            blanket = _evaluate(blanket_fn, blanket_owner, z) if cfg.rao_blackwell else None
+            terms = score_terms(surrogate, z, log_p, blanket, cfg.estimator)
+            reparameterized = tf.reduce_sum(terms.reparameterized)
+            weighted = tf.reduce_sum(terms.log_q * terms.weights)
+            total = tf.reduce_sum(terms.log_q)
+        r = _zeros_for_none(tape.gradient(reparameterized, variables), variables)
+        f = _zeros_for_none(tape.gradient(weighted, variables), variables)
+        h = _zeros_for_none(tape.gradient(total, variables), variables)
+        del tape
+        return r, f, h, terms.value[0]
+
+    r, f, h, values = tf.vectorized_map(one, seeds, fallback_to_while_loop=True)
+    if cfg.control_variate:
+        f = [leave_one_out_control(f_v, h_v) for f_v, h_v in zip(f, h, strict=True)]
+    return [r_v + f_v for r_v, f_v in zip(r, f, strict=True)], values
+
+
+_per_sample_score_xla = tf.function(_per_sample_score, jit_compile=True)
+_per_sample_score_graph = tf.function(_per_sample_score)
 
 
 # ---------------------------------------------------------------------------------------
@@ -314,6 +517,13 @@ class _Config(NamedTuple):
     estimator: str
     num_samples: int
     batch_size: int | None
+    control_variate: bool = False
+    rao_blackwell: bool = False
+
+
+def _classic(cfg: _Config) -> bool:
+    """Chapter 6's three estimators without chapter 7's options: one surrogate objective."""
+    return cfg.estimator != "mixed" and not (cfg.control_variate or cfg.rao_blackwell)
 
 
 def _minibatch(data, batch_size, seed):
@@ -347,7 +557,22 @@ def _apply_constraint(variable):
         variable.assign(constraint(variable))
 
 
-def _vi_step(fn, owner, surrogate, optimizer, state, step, total, rate, seed, data, scale, cfg):
+def _vi_step(
+    fn,
+    owner,
+    surrogate,
+    optimizer,
+    state,
+    step,
+    total,
+    rate,
+    seed,
+    data,
+    scale,
+    cfg,
+    blanket_fn=None,
+    blanket_owner=None,
+):
     """One optimization step; returns the new optimizer state and the ELBO estimate."""
     variables = surrogate.trainable_variables
     step_seed = tf.random.experimental.stateless_fold_in(seed, step)
@@ -363,15 +588,30 @@ def _vi_step(fn, owner, surrogate, optimizer, state, step, total, rate, seed, da
                 cfg.num_samples,
                 sample_seed,
             )
-        else:
+        elif _classic(cfg):
             z = surrogate.sample(cfg.num_samples, seed=sample_seed)
             log_p = _scaled_log_joint(fn, owner, z, data, batch, scale)
             value, objective = _objectives(log_p, surrogate, z, cfg.estimator)
+        else:
+            z = surrogate.sample(cfg.num_samples, seed=sample_seed)
+            z = stop_score_parts(surrogate, z, cfg.estimator)
+            log_p = _scaled_log_joint(fn, owner, z, data, batch, scale)
+            blanket = None
+            if cfg.rao_blackwell:  # full data only (checked up front): no scaling
+                blanket = _evaluate(blanket_fn, blanket_owner, z, *([] if data is None else [data]))
+            terms = score_terms(surrogate, z, log_p, blanket, cfg.estimator)
+            value, objective = terms.value, terms.reparameterized
+            if not cfg.control_variate:  # else the score part comes per sample, below
+                objective = objective + tf.reduce_sum(terms.log_q * terms.weights, -1)
         loss = -tf.reduce_mean(objective)
-    gradients = [
-        tf.zeros_like(v) if g is None else g
-        for g, v in zip(tape.gradient(loss, variables), variables, strict=True)
-    ]
+    gradients = _zeros_for_none(tape.gradient(loss, variables), variables)
+    if cfg.control_variate:
+        # Per-sample scores of the fixed samples: no random op inside, so the map compiles.
+        f, h = score_gradients(surrogate, z, terms.weights, cfg.estimator, cfg.rao_blackwell)
+        gradients = [
+            g - tf.reduce_mean(leave_one_out_control(f_v, h_v), axis=0)
+            for g, f_v, h_v in zip(gradients, f, h, strict=True)
+        ]
     if optimizer is None:
         state, increments = adam_update(state, gradients, cosine_learning_rate(rate, step, total))
         for variable, increment in zip(variables, increments, strict=True):
@@ -383,10 +623,24 @@ def _vi_step(fn, owner, surrogate, optimizer, state, step, total, rate, seed, da
 
 
 def _vi_chunk(
-    fn, owner, surrogate, optimizer, state, start, count, total, rate, seed, data, scale, cfg
+    fn,
+    owner,
+    surrogate,
+    optimizer,
+    state,
+    start,
+    count,
+    total,
+    rate,
+    seed,
+    data,
+    scale,
+    cfg,
+    blanket_fn=None,
+    blanket_owner=None,
 ):
     """Up to ``count`` steps (a tensor) in one while_loop; the trace has a fixed length."""
-    trace = tf.fill([_CHUNK_STEPS], tf.constant(np.nan, surrogate.dtype))
+    trace = tf.fill([_CHUNK_STEPS], tf.constant(np.nan, _float_dtype(surrogate)))
 
     def body(i, state, trace):
         state, elbo = _vi_step(
@@ -402,6 +656,8 @@ def _vi_chunk(
             data,
             scale,
             cfg,
+            blanket_fn,
+            blanket_owner,
         )
         return i + 1, state, tf.tensor_scatter_nd_update(trace, [[i]], [elbo])
 
@@ -518,7 +774,7 @@ def _probe_key(fn, owner, surrogate, data, num_samples):
         type(surrogate).__name__,
         str(surrogate.batch_shape),
         str(surrogate.event_shape),
-        surrogate.dtype,
+        str(surrogate.dtype),
         num_samples,
         data_key,
     )
@@ -573,9 +829,7 @@ def fit_vi(
     surrogate: tfd.Distribution,
     *,
     num_steps: int,
-    estimator: Literal[
-        "reparameterization", "path_derivative", "score_function", "stratified"
-    ] = "reparameterization",
+    estimator: Estimator = "reparameterization",
     num_samples: int = 1,
     learning_rate: float | None = None,
     optimizer=None,
@@ -585,6 +839,8 @@ def fit_vi(
     num_data: int | None = None,
     progress: bool = False,
     jit_compile: bool = True,
+    control_variate: bool = False,
+    blanket_log_prob: Callable | None = None,
 ) -> VIFit:
     r"""Maximize the ELBO over ``surrogate``'s trainable variables, in place.
 
@@ -620,6 +876,15 @@ def fit_vi(
     runs per minibatch. The estimate is unbiased only if the minibatches are random:
     shuffle the dataset.
 
+    **Chapter 7's options.** ``estimator="mixed"``, ``control_variate`` and
+    ``blanket_log_prob`` work as in :func:`elbo_gradient`, inside the same compiled loop
+    (built once per setting). With a control variate, each step draws its :math:`S`
+    samples once, then computes every sample's score with ``tf.vectorized_map`` over the
+    fixed samples; no random op runs inside the map, so it compiles under XLA. Rao-
+    Blackwellization needs the full data at every step (a Markov blanket of a global
+    variable spans all data points), so ``blanket_log_prob`` cannot be combined with
+    ``batch_size`` or a dataset.
+
     Parameters
     ----------
     log_joint : callable
@@ -632,12 +897,13 @@ def fit_vi(
         ``build_factored_surrogate_posterior`` builder).
     num_steps : int
         Optimization steps.
-    estimator : {"reparameterization", "path_derivative", "score_function", "stratified"}
+    estimator : {"reparameterization", "path_derivative", "score_function", "mixed", \
+"stratified"}
         The gradient estimator (:data:`ESTIMATORS`); ``"stratified"`` for a mixture
         surrogate, with :math:`S` draws from each of its :math:`K` components per step
         (see :func:`elbo_gradient`).
     num_samples : int, default 1
-        :math:`S`, Monte Carlo draws per step.
+        :math:`S`, Monte Carlo draws per step (at least 3 with ``control_variate``).
     learning_rate : float, optional
         Adam's initial learning rate, decayed along a cosine to 1% of it; the default is
         0.05. (At 0.01, 2,000 steps left the posterior sd of chapter 1's conjugate model 37%
@@ -663,6 +929,13 @@ def fit_vi(
         Show a tqdm progress bar, updated between compiled chunks.
     jit_compile : bool, default True
         Compile with XLA; ``False`` runs a plain ``tf.function`` graph.
+    control_variate : bool, default False
+        Leave-one-out control variate on the score-function term (see
+        :func:`elbo_gradient`; needs ``estimator`` "score_function" or "mixed").
+    blanket_log_prob : callable, optional
+        Rao-Blackwellize the score-function term (see :func:`elbo_gradient`):
+        ``blanket_log_prob(z)``, or ``blanket_log_prob(z, data)`` with ``data``, returns
+        ``[S, J]``, one column per score-function factor. Not with minibatches.
 
     Returns
     -------
@@ -674,20 +947,31 @@ def fit_vi(
     TypeError, ValueError
         For a bad surrogate, an unknown or inapplicable estimator, a bad count, rate or
         seed, ``batch_size`` without ``data``, a ``batch_size`` above :math:`N`, a dataset
-        without ``num_data``, ``learning_rate`` together with ``optimizer``, or a
-        ``log_joint`` that fails or returns the wrong shape or dtype (checked once, eagerly,
-        before compiling).
+        without ``num_data``, ``learning_rate`` together with ``optimizer``, a
+        ``log_joint`` or ``blanket_log_prob`` that fails or returns the wrong shape or dtype
+        (checked once, eagerly, before compiling), chapter 7's options with an estimator
+        they do not apply to, or ``blanket_log_prob`` with minibatches.
 
     Notes
     -----
-    Taught in :doc:`/book/chapters/06_reparameterization`; reused in chapters 7–10 (the
-    stratified estimator for mixtures in :doc:`/book/chapters/09_richer_families`).
+    Taught in :doc:`/book/chapters/06_reparameterization`; the score-function options in
+    :doc:`/book/chapters/07_bbvi`; reused in chapters 8–10 (the stratified estimator for
+    mixtures in :doc:`/book/chapters/09_richer_families`).
     """
     _check_surrogate(surrogate)
     _check_estimator(estimator, surrogate)
     num_steps = check_count(num_steps, "num_steps")
     num_samples = check_count(num_samples, "num_samples")
     check_sample_budget(num_samples, surrogate)
+    control_variate, rao_blackwell = _check_score_options(
+        estimator, surrogate, num_samples, control_variate, blanket_log_prob
+    )
+    if rao_blackwell and (batch_size is not None or isinstance(data, tf.data.Dataset)):
+        raise ValueError(
+            "`blanket_log_prob` needs the full data at every step (the Markov blanket of a "
+            "global factor spans every data point): leave out `batch_size` and pass arrays "
+            "as `data`, or drop `blanket_log_prob` to use minibatches."
+        )
     if optimizer is not None and not hasattr(optimizer, "apply_gradients"):
         raise TypeError(
             f"`optimizer` must be a tf_keras optimizer (with apply_gradients), got "
@@ -718,14 +1002,14 @@ def fit_vi(
         raise TypeError(
             f"`log_joint` must be callable (z -> log p(x, z)), got {type(log_joint).__name__}."
         )
+    cfg = _Config(estimator, num_samples, None, control_variate, rao_blackwell)
     if isinstance(data, tf.data.Dataset):
         return _fit_streaming(
             log_joint,
             surrogate,
             optimizer,
             num_steps,
-            estimator,
-            num_samples,
+            cfg,
             rate,
             seed,
             data,
@@ -736,7 +1020,7 @@ def fit_vi(
         )
     scale = None
     if data is not None:
-        data, size = _as_data(data, surrogate.dtype)
+        data, size = _as_data(data, _float_dtype(surrogate))
         if num_data is not None and check_count(num_data, "num_data") != size:
             raise ValueError(
                 f"`num_data` ({num_data}) differs from the {size} rows of `data`; leave it "
@@ -744,19 +1028,23 @@ def fit_vi(
             )
         if batch_size is not None:
             batch_size = check_count(batch_size, "batch_size", maximum=size)
-            scale = tf.constant(size / batch_size, surrogate.dtype)
+            scale = tf.constant(size / batch_size, _float_dtype(surrogate))
     _probe(log_joint, surrogate, data, num_samples, seed)
-    cfg = _Config(estimator, num_samples, batch_size)
+    if rao_blackwell:
+        z = surrogate.sample(num_samples, seed=seed)
+        _check_blanket(blanket_log_prob, surrogate, estimator, z, data)
+    cfg = cfg._replace(batch_size=batch_size)
     variables = surrogate.trainable_variables
     if optimizer is not None:
         optimizer.build(variables)
     state = adam_init(variables)
     run = _compiled(_vi_chunk, optimizer, surrogate, jit_compile)
     total = tf.constant(num_steps, tf.int32)
-    rate = tf.constant(rate, surrogate.dtype)
+    rate = tf.constant(rate, _float_dtype(surrogate))
     bar, update = _progress_bar(num_steps, progress)
 
     fn, owner = _traceable(log_joint)
+    blanket_fn, blanket_owner = _traceable(blanket_log_prob)
 
     def chunk(state, start, count):
         state, trace = run(
@@ -771,6 +1059,8 @@ def fit_vi(
             data,
             scale,
             cfg,
+            blanket_fn,
+            blanket_owner,
         )
         return state, trace, count, False
 
@@ -787,8 +1077,7 @@ def _fit_streaming(
     surrogate,
     optimizer,
     num_steps,
-    estimator,
-    num_samples,
+    cfg,
     rate,
     seed,
     dataset,
@@ -809,24 +1098,25 @@ def _fit_streaming(
             "`batch_size` is set by the dataset's own batching; leave it out with a "
             "tf.data.Dataset."
         )
-    cfg = _Config(estimator, num_samples, None)
+    num_samples = cfg.num_samples
     variables = surrogate.trainable_variables
     if optimizer is not None:
         optimizer.build(variables)
     state = adam_init(variables)
     step_fn = _compiled(_vi_step, optimizer, surrogate, jit_compile)
     total = tf.constant(num_steps, tf.int32)
-    rate_t = tf.constant(rate, surrogate.dtype)
+    dtype = _float_dtype(surrogate)
+    rate_t = tf.constant(rate, dtype)
     bar, update = _progress_bar(num_steps, progress)
     trace = []
     fn, owner = _traceable(log_joint)
     try:
         for step, batch in enumerate(dataset.repeat().take(num_steps)):
-            batch = tf.nest.map_structure(lambda a: tf.cast(a, surrogate.dtype), batch)
+            batch = tf.nest.map_structure(lambda a: tf.cast(a, dtype), batch)
             if step == 0:
                 _probe(log_joint, surrogate, batch, num_samples, seed)
             rows = tf.shape(tf.nest.flatten(batch)[0])[0]
-            scale = tf.cast(num_data, surrogate.dtype) / tf.cast(rows, surrogate.dtype)
+            scale = tf.cast(num_data, dtype) / tf.cast(rows, dtype)
             state, elbo = step_fn(
                 fn,
                 owner,
@@ -838,6 +1128,8 @@ def _fit_streaming(
                 batch,
                 scale,
                 cfg,
+                None,  # no blanket_log_prob with minibatches
+                None,
             )
             trace.append(elbo)
             if update is not None and (step + 1) % _CHUNK_STEPS == 0:
