@@ -352,8 +352,7 @@ def elbo_gradient(
         ``blanket_log_prob`` need a mean-field one: a ``tfd.JointDistributionNamed`` or
         ``tfd.JointDistributionSequential`` of independent parts, or a single distribution.
         ``"stratified"`` needs a mixture (``vicourse.make_surrogate("mixture", ...)``).
-    estimator : {"reparameterization", "path_derivative", "score_function", "mixed", \
-"stratified"}
+    estimator : {"reparameterization", "path_derivative", "score_function", "mixed", "stratified"}
         Which estimator (see above and :data:`ESTIMATORS`).
     num_samples : int, default 1
         :math:`S`, draws per estimate (at least 3 with ``control_variate``).
@@ -897,8 +896,7 @@ def fit_vi(
         ``build_factored_surrogate_posterior`` builder).
     num_steps : int
         Optimization steps.
-    estimator : {"reparameterization", "path_derivative", "score_function", "mixed", \
-"stratified"}
+    estimator : {"reparameterization", "path_derivative", "score_function", "mixed", "stratified"}
         The gradient estimator (:data:`ESTIMATORS`); ``"stratified"`` for a mixture
         surrogate, with :math:`S` draws from each of its :math:`K` components per step
         (see :func:`elbo_gradient`).
