@@ -473,6 +473,19 @@ ROBBINS_MONRO_KAPPA = [
 ]
 
 POINTS = data("x", wrong_rank=np.zeros((2, 2, 2)), empty=np.zeros((0, 2)))
+EVENT_SHAPE = [
+    Case("rank 2", _const([2, 2]), ValueError),
+    Case("empty", _const([]), ValueError),
+    Case("zero", _const([0]), ValueError),
+    Case("float", _const([2.5]), TypeError),
+    Case("string", _const("2"), TypeError),
+    Case("none", _const(None), TypeError),
+]
+SUPPORT_BIJECTOR = [
+    Case("string", _const("exp"), TypeError),
+    Case("another size", lambda v: tfp.bijectors.Reshape([3]), ValueError),
+    Case("to a matrix", lambda v: tfp.bijectors.Reshape([1, 2]), ValueError),
+]
 MIXTURE_SCALE = scale(wrong_shape=[1.0, 2.0])
 NORMAL_GAMMA_PRIOR = [
     Case("tuple", _const((0.0, 1.0, 1.0, 1.0)), TypeError),
@@ -1124,6 +1137,101 @@ CONTRACT: dict[str, Spec] = {
         lambda: dict(binarize=True, timeout=1.0),
         {"binarize": FLAG, "timeout": real(allow_zero=False)},
     ),
+    "make_surrogate": Spec(
+        vicourse.make_surrogate,
+        lambda: dict(
+            kind="mixture",
+            event_shape=[2],
+            seed=0,
+            loc=np.array([0.0, 1.0]),
+            scale=2.0,
+            num_components=2,
+            covariance="full",
+            bijector=tfp.bijectors.Softplus(),
+        ),
+        {
+            "kind": choice(),
+            "event_shape": EVENT_SHAPE,
+            "seed": SEED,
+            "loc": location((2,), wrong_shape=np.zeros(3)),
+            "scale": scale(wrong_shape=np.ones(3)),
+            "num_components": count(maximum=10_000),
+            "covariance": choice(),
+            "bijector": SUPPORT_BIJECTOR,
+            "num_layers": [Case("not an option of a mixture", _const(2), TypeError)],
+        },
+        seed="seed",
+    ),
+    # The flow's own options: the same function, another kind.
+    "make_surrogate (flow)": Spec(
+        vicourse.make_surrogate,
+        lambda: dict(
+            kind="flow", event_shape=[2], seed=0, flow="iaf", num_layers=1, hidden_units=[4]
+        ),
+        {
+            "flow": choice(),
+            "num_layers": count(maximum=64),
+            "hidden_units": [
+                Case("int", _const(4), TypeError),
+                Case("string", _const("32"), TypeError),
+                Case("zero width", _const([0]), ValueError),
+                Case("float width", _const([2.5]), TypeError),
+            ],
+            "dtype": [
+                Case("int32", _const(tf.int32), TypeError),
+                Case("string", _const("abc"), TypeError),
+            ],
+        },
+        seed="seed",
+    ),
+    "psis_khat": Spec(
+        vicourse.psis_khat,
+        lambda: dict(
+            log_joint=_log_joint, surrogate=tfd.Normal(F64(0.5), F64(1.0)), num_samples=100, seed=0
+        ),
+        {
+            "log_joint": log_density("log_joint"),
+            "surrogate": distribution(event=False),
+            "num_samples": count(minimum=100),
+            "seed": SEED,
+        },
+        seed="seed",
+    ),
+    "compare_posteriors": Spec(
+        vicourse.compare_posteriors,
+        lambda: dict(
+            reference=(np.zeros(2), np.ones(2)),
+            approximations={"q": (np.ones(2), np.full(2, 0.5))},
+            coordinates=["a", "b"],
+            num_samples=100,
+            seed=0,
+        ),
+        {
+            "reference": [
+                *NON_NUMERIC,
+                Case("nan mean", _const((np.array([np.nan, 0.0]), np.ones(2))), ValueError),
+                Case("zero sd", _const((np.zeros(2), np.zeros(2))), ValueError),
+                Case("other length", _const((np.zeros(3), np.ones(3))), ValueError),
+                Case("ragged pair", _const((np.zeros(2), np.ones(3))), ValueError),
+                Case("bad distribution", lambda v: tfd.Normal(F64(0.0), F64(-1.0)), ValueError),
+            ],
+            "approximations": [
+                Case("list", _const([(np.zeros(2), np.ones(2))]), TypeError),
+                Case("empty", _const({}), TypeError),
+                Case("string value", _const({"q": "abc"}), TypeError),
+                Case("int key", _const({1: (np.zeros(2), np.ones(2))}), TypeError),
+                Case("other length", _const({"q": (np.zeros(3), np.ones(3))}), ValueError),
+                Case("negative sd", _const({"q": (np.zeros(2), -np.ones(2))}), ValueError),
+            ],
+            "coordinates": [
+                Case("one name", _const(["a"]), ValueError),
+                Case("string", _const("ab"), TypeError),
+            ],
+            "num_samples": count(minimum=2),
+            "seed": SEED,
+        },
+        seed="seed",
+    ),
     "fit_gmm_svi": Spec(
         vicourse.fit_gmm_svi,
         lambda: dict(
@@ -1198,7 +1306,43 @@ CONTRACT: dict[str, Spec] = {
         },
         seed="seed",
     ),
+    "correlated_gaussian": Spec(
+        vicourse.targets.correlated_gaussian,
+        lambda: dict(dim=2, correlation=0.5, scale=1.0),
+        {
+            "dim": count(minimum=2, maximum=10_000),
+            "correlation": [
+                Case("one", _const(1.0), ValueError),
+                Case("minus one", _const(-1.0), ValueError),
+                Case("nan", _const(np.nan), ValueError),
+                Case("string", _const("0.5"), TypeError),
+                Case("bool", _const(True), TypeError),
+                Case("none", _const(None), TypeError),
+            ],
+            "scale": real(allow_zero=False),
+        },
+    ),
+    "banana": Spec(
+        vicourse.targets.banana,
+        lambda: dict(curvature=1.0, scale=1.0),
+        {"curvature": real(allow_zero=True), "scale": real(allow_zero=False)},
+    ),
+    "funnel": Spec(
+        vicourse.targets.funnel,
+        lambda: dict(dim=3, scale=3.0),
+        {"dim": count(minimum=2, maximum=10_000), "scale": real(allow_zero=False)},
+    ),
+    "bimodal": Spec(
+        vicourse.targets.bimodal,
+        lambda: dict(dim=2, distance=2.0, sd=0.6),
+        {
+            "dim": count(maximum=10_000),
+            "distance": real(allow_zero=False),
+            "sd": real(allow_zero=False),
+        },
+    ),
     # No arguments: the contract is that they run.
+    "eight_schools": Spec(vicourse.targets.eight_schools, dict),
     "check_environment": Spec(vicourse.check_environment, dict),
     "describe": Spec(vicourse.describe, dict),
 }
@@ -1233,15 +1377,22 @@ def _numbers(result) -> list[np.ndarray]:
         return [np.asarray(v) for v in result.trainable_variables]
     if isinstance(result, tfd.Distribution):
         result = {k: v for k, v in result.parameters.items() if not isinstance(v, (str, bool))}
+    if isinstance(result, tfd.TransformedDistribution):  # a flow: its weights and base
+        return [np.asarray(v) for v in result.trainable_variables] + _numbers(result.distribution)
     if isinstance(result, tfp.bijectors.Bijector):
         if tf.nest.is_nested(result.forward_min_event_ndims):  # a joint (structured) one
             return []
-        return [np.asarray(result.forward(np.array([0.0, 1.0, -2.0])))]
+        try:
+            return [np.asarray(result.forward(np.array([0.0, 1.0, -2.0])))]
+        except (ValueError, tf.errors.InvalidArgumentError):  # a bijector of another size
+            return []
+    if callable(result):  # a log-density of a vicourse.targets.Target
+        return []
     if isinstance(result, dict):
         return [n for key in sorted(result) for n in _numbers(result[key])]
     if isinstance(result, (tuple, list)):
         return [n for item in result for n in _numbers(item)]
-    if isinstance(result, (str, type(None))) or callable(result):  # callables: no numbers
+    if isinstance(result, (str, type(None), tf.DType)) or callable(result):  # no numbers
         return []
     return [np.asarray(tf.convert_to_tensor(result))]
 

@@ -15,10 +15,12 @@ from vicourse import (  # noqa: E402
     cavi,
     diagnostics,
     evidence,
+    families,
     gradients,
     kl,
     runtime,
     svi,
+    targets,
     vae,
 )
 from vicourse.bbvi import fit_pinned, mean_field_factors  # noqa: E402
@@ -37,7 +39,14 @@ from vicourse.cavi import (  # noqa: E402
     mean_field_gaussian,
     normal_gamma_posterior,
 )
-from vicourse.diagnostics import ReferencePosterior, reference_posterior  # noqa: E402
+from vicourse.diagnostics import (  # noqa: E402
+    PosteriorComparison,
+    PSISDiagnostic,
+    ReferencePosterior,
+    compare_posteriors,
+    psis_khat,
+    reference_posterior,
+)
 from vicourse.evidence import (  # noqa: E402
     ImportanceEstimate,
     gmm_log_evidence_exact,
@@ -45,6 +54,7 @@ from vicourse.evidence import (  # noqa: E402
     normal_normal_log_evidence,
     normal_normal_posterior,
 )
+from vicourse.families import make_surrogate  # noqa: E402
 from vicourse.gradients import ELBOGradient, VIFit, elbo_gradient, fit_vi  # noqa: E402
 from vicourse.kl import (  # noqa: E402
     KLEstimate,
@@ -55,6 +65,14 @@ from vicourse.kl import (  # noqa: E402
     standardizing_bijector,
 )
 from vicourse.svi import SVIFit, fit_gmm_svi  # noqa: E402
+from vicourse.targets import (  # noqa: E402
+    Target,
+    banana,
+    bimodal,
+    correlated_gaussian,
+    eight_schools,
+    funnel,
+)
 from vicourse.vae import (  # noqa: E402
     LIKELIHOODS,
     ActiveUnits,
@@ -81,11 +99,13 @@ __all__ = [
     "cavi",
     "diagnostics",
     "evidence",
+    "families",
     "gradients",
     "kl",
     "runtime",
     "svi",
     "vae",
+    "targets",
     # chapter 1: the evidence
     "ImportanceEstimate",
     "gmm_log_evidence_exact",
@@ -144,8 +164,20 @@ __all__ = [
     "make_decoder",
     "make_encoder",
     "vae_elbo",
-    # chapter 10: checking a fit (used from chapter 6 on)
+    # chapter 9: richer variational families, and targets with known answers
+    "make_surrogate",
+    "Target",
+    "banana",
+    "bimodal",
+    "correlated_gaussian",
+    "eight_schools",
+    "funnel",
+    # chapter 10: checking a fit (reference_posterior is used from chapter 6 on)
+    "PSISDiagnostic",
+    "PosteriorComparison",
     "ReferencePosterior",
+    "compare_posteriors",
+    "psis_khat",
     "reference_posterior",
     # runtime
     "check_environment",

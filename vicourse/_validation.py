@@ -26,13 +26,17 @@ __all__ = [
     "as_points",
     "call_distribution",
     "built_distribution",
+    "built_mixture",
     "call_log_density",
     "check_batch_shape",
     "check_bool",
     "check_choice",
     "check_count",
     "check_distribution",
+    "check_event_vector",
     "check_finite",
+    "check_min_count",
+    "check_options",
     "check_finite_result",
     "check_minibatches",
     "check_mean_field",
@@ -707,3 +711,60 @@ def check_strategy(strategy, name: str = "strategy") -> None:
             f"`{name}` must be a tf.distribute.Strategy (e.g. tf.distribute.MirroredStrategy()) "
             f"or None, got {type(strategy).__name__}."
         )
+
+
+# ---------------------------------------------------------------------------------------
+# Chapters 9 and 10: surrogate families, PSIS and posterior summaries
+# ---------------------------------------------------------------------------------------
+
+
+def built_mixture(value):
+    """``(mixture, bijector)`` if ``value`` is a ``tfd.MixtureSameFamily`` (``bijector`` is
+    ``None``) or a ``tfd.TransformedDistribution`` of one (or a ``DeferredModule`` that
+    builds either); else ``None``."""
+    built = built_distribution(value)
+    if isinstance(built, tfp.distributions.MixtureSameFamily):
+        return built, None
+    if isinstance(built, tfp.distributions.TransformedDistribution) and isinstance(
+        built.distribution, tfp.distributions.MixtureSameFamily
+    ):
+        return built.distribution, built.bijector
+    return None
+
+
+def check_min_count(value, name: str, minimum: int, reason: str) -> int:
+    """``check_count`` with a domain minimum whose error message says why (``reason``)."""
+    value = check_count(value, name)
+    if value < minimum:
+        raise ValueError(f"`{name}` must be at least {minimum:,} ({reason}), got {value:,}.")
+    return value
+
+
+def check_options(options: dict, allowed: Sequence[str], what: str) -> None:
+    """Raise ``TypeError`` for a keyword option outside ``allowed``, listing the valid ones."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"`{unknown[0]}` is not an option of {what}; the options are "
+            f"{', '.join(sorted(allowed))}."
+        )
+
+
+def check_event_vector(event_shape, name: str = "event_shape") -> int:
+    """Return ``D`` for an event shape ``[D]`` (or the int ``D``), with ``D >= 1``."""
+    if isinstance(event_shape, numbers.Integral) and not isinstance(event_shape, bool):
+        return check_count(event_shape, name)
+    if isinstance(event_shape, np.ndarray):
+        event_shape = event_shape.tolist()
+    if not isinstance(event_shape, (list, tuple, tf.TensorShape)):
+        raise TypeError(
+            f"`{name}` must be [D], a list of one int, got {type(event_shape).__name__} "
+            f"{event_shape!r}. Pass e.g. {name}=[2]."
+        )
+    dims = list(event_shape)
+    if len(dims) != 1:
+        raise ValueError(
+            f"`{name}` must be [D], one axis of latent variables, got {dims}. Flatten the "
+            "latent variables into one vector (a tfb.Reshape can restore a shape)."
+        )
+    return check_count(dims[0], name)

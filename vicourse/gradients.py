@@ -11,7 +11,11 @@ Chapter 6 (:doc:`/book/chapters/06_reparameterization`) derives the estimators t
   ("sticking the landing", :cite:t:`roeder2017sticking`);
 - ``"score_function"``: :math:`\nabla_\lambda \log q_\lambda(z)\,(\log p(x, z) - \log
   q_\lambda(z))`, the log-derivative (REINFORCE) estimator, which works for any :math:`q`,
-  discrete ones included :cite:p:`williams1992simple,ranganath2014black`.
+  discrete ones included :cite:p:`williams1992simple,ranganath2014black`;
+- ``"stratified"``, for a mixture :math:`q = \sum_k w_k q_k`: one reparameterized draw
+  from *every* component, weighted by :math:`w_k`, which makes the estimate differentiable
+  in the weights :cite:p:`morningstar2021automatic` (chapter 9,
+  :doc:`/book/chapters/09_richer_families`).
 
 Chapter 7 (:doc:`/book/chapters/07_bbvi`) makes the score function usable: control
 variates (``control_variate=True``), Rao-Blackwellization for a mean-field :math:`q`
@@ -44,6 +48,7 @@ from vicourse._score import (
     stop_score_parts,
 )
 from vicourse._seed import sanitize_seed
+from vicourse._stratified import check_stratifiable, stratified_elbo_terms
 from vicourse._validation import (
     as_float_tensor,
     call_log_density,
@@ -62,14 +67,17 @@ tfd = tfp.distributions
 
 __all__ = ["ESTIMATORS", "ELBOGradient", "VIFit", "elbo_gradient", "fit_vi"]
 
-ESTIMATORS = ("reparameterization", "path_derivative", "score_function", "mixed")
+ESTIMATORS = ("reparameterization", "path_derivative", "score_function", "mixed", "stratified")
 """The gradient estimators of :func:`elbo_gradient` and :func:`fit_vi`. ``"mixed"`` uses
 the score function for the parts of a mean-field :math:`q` that are not reparameterized
-(discrete ones) and reparameterization for the others (chapter 7)."""
+(discrete ones) and reparameterization for the others (chapter 7); ``"stratified"``
+applies to mixtures only (chapter 9)."""
 
 _REPARAMETERIZED = ("reparameterization", "path_derivative")
 
-Estimator = Literal["reparameterization", "path_derivative", "score_function", "mixed"]
+Estimator = Literal[
+    "reparameterization", "path_derivative", "score_function", "mixed", "stratified"
+]
 
 
 _METHOD_CALLERS: dict[str, Callable] = {}
@@ -182,6 +190,9 @@ def _fully_reparameterized(surrogate) -> bool:
 
 def _check_estimator(estimator, surrogate):
     check_choice(estimator, "estimator", ESTIMATORS)
+    if estimator == "stratified":
+        check_stratifiable(surrogate)
+        return
     if estimator in _REPARAMETERIZED and not _fully_reparameterized(surrogate):
         raise ValueError(
             f"estimator={estimator!r} needs a reparameterized `surrogate`, but "
@@ -206,6 +217,12 @@ def _check_score_options(estimator, surrogate, num_samples, control_variate, bla
     if not (control_variate or rao_blackwell):
         return control_variate, rao_blackwell
     option = "`control_variate`" if control_variate else "`blanket_log_prob`"
+    if estimator == "stratified":
+        raise ValueError(
+            f"{option} reduces the variance of the score-function estimator, but "
+            "estimator='stratified' reparameterizes every component of the mixture and has "
+            "no score-function term. Leave it out."
+        )
     if estimator in _REPARAMETERIZED:
         raise ValueError(
             f"{option} reduces the variance of the score-function estimator, but "
@@ -283,9 +300,16 @@ def elbo_gradient(
         \text{path derivative:}\quad & \hat g_s = \nabla_\lambda f\big(g(\varepsilon_s;
         \lambda)\big) + \nabla_\lambda \log q_\lambda(z)\big|_{z = z_s}, \\
         \text{score function:}\quad & \hat g_s = \nabla_\lambda \log q_\lambda(z_s)\,
-        f(z_s),
+        f(z_s), \\
+        \text{stratified:}\quad & \hat g_s = \nabla_\lambda \textstyle\sum_{k=1}^K
+        w_k\, f\big(g_k(\varepsilon_{sk}; \lambda)\big),
 
-    and the estimate is :math:`\frac1S\sum_s \hat g_s`. All three are unbiased. Each
+    and the estimate is :math:`\frac1S\sum_s \hat g_s`. All four are unbiased. The
+    stratified estimator is for a mixture :math:`q = \sum_k w_k q_k` with reparameterized
+    components :math:`z = g_k(\varepsilon; \lambda)`: it draws from every component, and
+    since :math:`\mathrm{ELBO} = \sum_k w_k \mathbb E_{q_k}[f(z)]`, the weights enter as
+    plain factors, differentiable :cite:p:`morningstar2021automatic` (each sample costs
+    :math:`K` evaluations of ``log_joint``). Each
     sample's gradient comes from its own forward and backward pass, vectorized over the
     samples with ``tf.vectorized_map`` and compiled (O(S) work, not a Python loop and not the
     O(S²) Jacobian of a batch); their sample variance is returned.
@@ -327,7 +351,8 @@ def elbo_gradient(
         score function works for any, discrete ones included. ``"mixed"`` and
         ``blanket_log_prob`` need a mean-field one: a ``tfd.JointDistributionNamed`` or
         ``tfd.JointDistributionSequential`` of independent parts, or a single distribution.
-    estimator : {"reparameterization", "path_derivative", "score_function", "mixed"}
+        ``"stratified"`` needs a mixture (``vicourse.make_surrogate("mixture", ...)``).
+    estimator : {"reparameterization", "path_derivative", "score_function", "mixed", "stratified"}
         Which estimator (see above and :data:`ESTIMATORS`).
     num_samples : int, default 1
         :math:`S`, draws per estimate (at least 3 with ``control_variate``).
@@ -378,7 +403,8 @@ def elbo_gradient(
     Notes
     -----
     Taught in :doc:`/book/chapters/06_reparameterization`; the score-function estimator's
-    variance reduction in :doc:`/book/chapters/07_bbvi`.
+    variance reduction in :doc:`/book/chapters/07_bbvi`; the stratified estimator for
+    mixtures in :doc:`/book/chapters/09_richer_families`.
     """
     _check_surrogate(surrogate)
     _check_estimator(estimator, surrogate)
@@ -430,8 +456,13 @@ def _per_sample_gradients(fn, owner, surrogate, seed, estimator, num_samples):
 
     def one(sample_seed):
         with tf.GradientTape() as tape:
-            z = surrogate.sample(1, seed=sample_seed)
-            value, objective = _objectives(_evaluate(fn, owner, z), surrogate, z, estimator)
+            if estimator == "stratified":
+                value = objective = stratified_elbo_terms(
+                    lambda z: _evaluate(fn, owner, z), surrogate, 1, sample_seed
+                )
+            else:
+                z = surrogate.sample(1, seed=sample_seed)
+                value, objective = _objectives(_evaluate(fn, owner, z), surrogate, z, estimator)
             objective = tf.reduce_sum(objective)
         return _zeros_for_none(tape.gradient(objective, variables), variables), value[0]
 
@@ -516,6 +547,15 @@ def _scaled_log_joint(fn, owner, z, data, batch, scale):
     return prior + scale * (full - prior)
 
 
+def _apply_constraint(variable):
+    """Project ``variable`` back onto its constraint after an update, as Keras optimizers do.
+    The masked layers of ``tfb.AutoregressiveNetwork`` (MADE) keep their masks this way:
+    without it, an autoregressive flow stops being autoregressive, and invertible."""
+    constraint = getattr(variable, "constraint", None)
+    if constraint is not None:
+        variable.assign(constraint(variable))
+
+
 def _vi_step(
     fn,
     owner,
@@ -540,11 +580,19 @@ def _vi_step(
     if data is not None:
         batch = _minibatch(data, cfg.batch_size, batch_seed) if cfg.batch_size else data
     with tf.GradientTape() as tape:
-        z = surrogate.sample(cfg.num_samples, seed=sample_seed)
-        if _classic(cfg):
+        if cfg.estimator == "stratified":
+            value = objective = stratified_elbo_terms(
+                lambda z: _scaled_log_joint(fn, owner, z, data, batch, scale),
+                surrogate,
+                cfg.num_samples,
+                sample_seed,
+            )
+        elif _classic(cfg):
+            z = surrogate.sample(cfg.num_samples, seed=sample_seed)
             log_p = _scaled_log_joint(fn, owner, z, data, batch, scale)
             value, objective = _objectives(log_p, surrogate, z, cfg.estimator)
         else:
+            z = surrogate.sample(cfg.num_samples, seed=sample_seed)
             z = stop_score_parts(surrogate, z, cfg.estimator)
             log_p = _scaled_log_joint(fn, owner, z, data, batch, scale)
             blanket = None
@@ -567,6 +615,7 @@ def _vi_step(
         state, increments = adam_update(state, gradients, cosine_learning_rate(rate, step, total))
         for variable, increment in zip(variables, increments, strict=True):
             variable.assign_add(increment)
+            _apply_constraint(variable)
     else:
         optimizer.apply_gradients(zip(gradients, variables, strict=True))
     return state, tf.reduce_mean(value)
@@ -847,8 +896,10 @@ def fit_vi(
         ``build_factored_surrogate_posterior`` builder).
     num_steps : int
         Optimization steps.
-    estimator : {"reparameterization", "path_derivative", "score_function", "mixed"}
-        The gradient estimator (:data:`ESTIMATORS`).
+    estimator : {"reparameterization", "path_derivative", "score_function", "mixed", "stratified"}
+        The gradient estimator (:data:`ESTIMATORS`); ``"stratified"`` for a mixture
+        surrogate, with :math:`S` draws from each of its :math:`K` components per step
+        (see :func:`elbo_gradient`).
     num_samples : int, default 1
         :math:`S`, Monte Carlo draws per step (at least 3 with ``control_variate``).
     learning_rate : float, optional
@@ -902,7 +953,8 @@ def fit_vi(
     Notes
     -----
     Taught in :doc:`/book/chapters/06_reparameterization`; the score-function options in
-    :doc:`/book/chapters/07_bbvi`; reused in chapters 8–10.
+    :doc:`/book/chapters/07_bbvi`; reused in chapters 8–10 (the stratified estimator for
+    mixtures in :doc:`/book/chapters/09_richer_families`).
     """
     _check_surrogate(surrogate)
     _check_estimator(estimator, surrogate)
