@@ -322,7 +322,9 @@ def nuts_curve(model, observed, flatten, mean, sd, num_draws, warmup, seed=0):
     draws = flatten(result.draws)  # [num_draws, chains, D]
     counts = np.unique(np.geomspace(5, num_draws, 60).astype(int))
     errors = [np.max(np.abs(draws[:n].mean((0, 1)) - mean) / sd) for n in counts]
-    seconds = run_seconds * (warmup + counts) / (warmup + num_draws)
+    # reference_posterior runs two phases of warmup + num_draws iterations and keeps the
+    # second phase's draws: the n-th kept draw arrives after 2 warmup + num_draws + n.
+    seconds = run_seconds * (2 * warmup + num_draws + counts) / (2 * (warmup + num_draws))
     return (compile_seconds - run_seconds, _time_to_threshold(seconds, errors),
             float(errors[-1]), run_seconds)
 
