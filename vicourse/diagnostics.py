@@ -66,7 +66,7 @@ class ReferencePosterior(NamedTuple):
     sd: dict
     """Posterior standard deviation over all draws and chains."""
     rhat: dict
-    r"""Split potential scale reduction :math:`\hat R` per coordinate: each chain is split in
+    r"""Split potential scale reduction :math:`\hat R` per coordinate; each chain is split in
     halves, so a chain that drifts is caught too (near 1 when the chains agree; above
     1.01–1.05 is a warning)."""
     ess: dict
@@ -317,9 +317,9 @@ class PSISDiagnostic(NamedTuple):
     ess: float
     r"""The effective sample size of the smoothed weights, :math:`1/\sum_s w_s^2`."""
     log_evidence: float
-    r"""The PSIS estimate of :math:`\log p(x)`: the log of the mean smoothed weight."""
+    r"""The PSIS estimate of :math:`\log p(x)`, the log of the mean smoothed weight."""
     elbo: float
-    r"""The Monte Carlo ELBO from the same draws: the mean raw log-weight."""
+    r"""The Monte Carlo ELBO from the same draws, the mean raw log-weight."""
 
 
 def _arviz():
@@ -476,9 +476,9 @@ class PosteriorComparison(NamedTuple):
     sd: dict
     """Each approximation's standard deviations."""
     mean_error: dict
-    """(mean - reference mean) / reference sd: the error in posterior sds."""
+    """The error in posterior sds, (mean - reference mean) / reference sd."""
     sd_ratio: dict
-    """sd / reference sd (below 1: the approximation is too narrow)."""
+    """The ratio sd / reference sd (below 1 when the approximation is too narrow)."""
     table: str
     """The comparison as a fixed-width text table, with a last row of the largest
     absolute mean error and the smallest and largest sd ratio of each approximation."""

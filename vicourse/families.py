@@ -52,8 +52,8 @@ KINDS = ("mean_field", "full_rank", "flow", "mixture")
 """The families of :func:`make_surrogate`."""
 
 FLOWS = ("iaf", "maf", "real_nvp")
-"""The flows of ``make_surrogate("flow", ...)``: inverse autoregressive, masked
-autoregressive, RealNVP."""
+"""The flows of ``make_surrogate("flow", ...)`` (inverse autoregressive, masked
+autoregressive and RealNVP)."""
 
 _COMMON = ("loc", "scale", "dtype")
 _OPTIONS = {

@@ -49,12 +49,13 @@ class Target(NamedTuple):
     name: str
     """A short label."""
     log_prob: Callable
-    r"""``log_prob(z)``: :math:`\log \tilde p(z)` for ``z`` of shape ``[S, D]`` (on the
-    support), shape ``[S]``; raises ``ValueError`` for another event shape."""
+    r"""The unnormalized log-density :math:`\log \tilde p(z)` for ``z`` of shape ``[S, D]`` (on
+    the support), shape ``[S]``; raises ``ValueError`` for another event shape."""
     event_shape: list
     """``[D]``."""
     log_normalizer: float
-    r""":math:`\log Z = \log \int \tilde p(z)\,dz`: 0 for a normalized density."""
+    r"""The log-normalizer :math:`\log Z = \log \int \tilde p(z)\,dz` (0 for a normalized
+    density)."""
     mean: np.ndarray
     """The exact posterior mean, shape [D]."""
     sd: np.ndarray
